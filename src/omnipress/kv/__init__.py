@@ -1,0 +1,31 @@
+"""KV-cache presses: prefill-time eviction with real (ragged) memory savings."""
+
+from .adakv import AdaKV
+from .base import BudgetConfig, KVPress, LayerInputs, ScorerPress
+from .h2o import H2O
+from .knorm import KNorm
+from .mixkv import MixKV
+from .pyramidkv import PyramidKV
+from .random_press import RandomPress
+from .report import CompressionReport, LayerStats
+from .snapkv import SnapKV
+from .sparsemm import SparseMM
+from .streaming_llm import StreamingLLM
+
+__all__ = [
+    "H2O",
+    "AdaKV",
+    "BudgetConfig",
+    "CompressionReport",
+    "KNorm",
+    "KVPress",
+    "LayerInputs",
+    "LayerStats",
+    "MixKV",
+    "PyramidKV",
+    "RandomPress",
+    "ScorerPress",
+    "SnapKV",
+    "SparseMM",
+    "StreamingLLM",
+]

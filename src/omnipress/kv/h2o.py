@@ -1,0 +1,26 @@
+"""H2O at prefill: keep the heavy hitters, the entries that received the most attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import LayerInputs, ScorerPress
+from .scoring import h2o_scores
+
+
+@dataclass
+class H2O(ScorerPress):
+    """H2O (Zhang et al., 2023, https://arxiv.org/abs/2306.14048), applied once at prefill.
+
+    Every prompt entry is scored by the causal attention it receives from all prompt queries (accumulated, GQA
+    groups averaged); the `window` most recent entries are always kept, as H2O keeps a recent window besides the
+    heavy hitters. Decoding is not re-compressed.
+    """
+
+    window: int = 32
+    chunk: int = 1024
+
+    def score(self, layer: LayerInputs) -> torch.Tensor:
+        return h2o_scores(layer.query, layer.keys, scaling=layer.scaling, chunk=self.chunk)
