@@ -55,8 +55,9 @@ class PackedLayer(CacheLayerMixin):
     ) -> None:
         super().__init__()
         if lengths.numel() != batch_size * num_heads:
-            raise ValueError(f"lengths has {lengths.numel()} entries, expected batch_size*num_heads = "
-                             f"{batch_size * num_heads}")
+            raise ValueError(
+                f"lengths has {lengths.numel()} entries, expected batch_size*num_heads = {batch_size * num_heads}"
+            )
         total = int(lengths.sum())
         if keys.shape[0] != total or values.shape[0] != total or positions.shape[0] != total:
             raise ValueError(
@@ -166,7 +167,8 @@ class PackedLayer(CacheLayerMixin):
         bsz, heads, q, _ = key_states.shape
         if (bsz, heads) != (self.batch_size, self.num_heads):
             raise ValueError(
-                f"new states have batch {bsz} and {heads} kv heads, the cache has {self.batch_size} and {self.num_heads}"
+                f"new states have batch {bsz} and {heads} kv heads, "
+                f"the cache has {self.batch_size} and {self.num_heads}"
             )
         new_pos = torch.arange(self.logical_length, self.logical_length + q, device=self.device, dtype=torch.int32)
         if self._uniform is not None:
@@ -177,6 +179,7 @@ class PackedLayer(CacheLayerMixin):
             pos = self.positions.view(bsz * heads, s)
             self.positions = torch.cat([pos, new_pos.expand(bsz * heads, q)], dim=1).reshape(-1)
             self._uniform = s + q
+            self.lengths = self.lengths + q
         else:
             n_seg = bsz * heads
             seg_id = torch.repeat_interleave(torch.arange(n_seg, device=self.device), self.lengths)

@@ -91,3 +91,75 @@ class ModalitySpans:
             if self.of(m):
                 out[m] = self.count(m)
         return out
+
+
+def spans_from_placeholders(
+    placeholder_mask: torch.Tensor,
+    groups_per_item: list[list[int]],
+    modality: str,
+    *,
+    allow_split: bool = False,
+    source: str = "the inputs",
+) -> list[Span]:
+    """Cut the placeholder positions of one modality into spans, in prompt order.
+
+    The processors expand each image / video / audio clip into a run of identical placeholder ids and the model
+    scatters the encoder outputs into them in order; this assigns those positions back to their items.
+
+    Parameters
+    ----------
+    placeholder_mask:
+        Boolean `(seq,)` mask of the positions holding this modality's placeholder id.
+    groups_per_item:
+        For every item (clip) in prompt order, the token count of each of its groups: one group per image or audio
+        clip, one group per LLM-side frame group for a video (its index becomes `Span.frame`).
+    modality:
+        `"image"`, `"video"` or `"audio"`.
+    allow_split:
+        If False every group must be one contiguous run (raises otherwise). If True a group may be split into
+        several runs by other tokens (audio interleaved with video in Qwen2.5-Omni) and yields one span per run.
+    source:
+        Where the expected counts come from, quoted in the error message (e.g. `"image_grid_thw"`).
+
+    Raises
+    ------
+    ValueError
+        When the number of placeholders differs from the expected total or a group is not contiguous.
+    """
+    if placeholder_mask.dim() != 1:
+        raise ValueError(f"placeholder_mask must be 1-D (seq,), got shape {tuple(placeholder_mask.shape)}")
+    positions = placeholder_mask.nonzero().flatten().tolist()
+    expected = [sum(groups) for groups in groups_per_item]
+    if len(positions) != sum(expected):
+        raise ValueError(
+            f"input_ids hold {len(positions)} {modality} placeholder tokens but {source} require {sum(expected)} "
+            f"(per item: {expected}); the prompt and the {modality} inputs disagree"
+        )
+    spans: list[Span] = []
+    cursor = 0
+    for item, groups in enumerate(groups_per_item):
+        for index, size in enumerate(groups):
+            group = positions[cursor : cursor + size]
+            cursor += size
+            frame = index if modality == "video" else None
+            runs = _contiguous_runs(group)
+            if len(runs) > 1 and not allow_split:
+                raise ValueError(
+                    f"{modality} item {item}"
+                    + (f" frame group {index}" if frame is not None else "")
+                    + f" should be one contiguous run of {size} tokens but is split into {len(runs)} runs "
+                    f"starting at {[r[0] for r in runs]}"
+                )
+            spans.extend(Span(modality, start, end, item, frame) for start, end in runs)
+    return spans
+
+
+def _contiguous_runs(positions: list[int]) -> list[tuple[int, int]]:
+    """`[start, end)` of each maximal run of consecutive integers in a sorted list."""
+    runs: list[tuple[int, int]] = []
+    for p in positions:
+        if runs and runs[-1][1] == p:
+            runs[-1] = (runs[-1][0], p + 1)
+        else:
+            runs.append((p, p + 1))
+    return runs

@@ -95,9 +95,7 @@ def ref_mixkv_row(attention, keys, values, weight, candidates, use_value_norm, e
         scaled = [(x - low) / (high - low) if high > low else 0.0 for x in norms]
         mean_n = sum(scaled[i] for i in cand) / len(cand)
         importance = [attention[i] + scaled[i] * mean_a / (mean_n + eps) for i in range(length)]
-    return [
-        weight * div[i] + (1 - weight) * importance[i] if candidates[i] else float("-inf") for i in range(length)
-    ]
+    return [weight * div[i] + (1 - weight) * importance[i] if candidates[i] else float("-inf") for i in range(length)]
 
 
 def stable_order(x: torch.Tensor) -> torch.Tensor:
@@ -219,9 +217,7 @@ def test_h2o_scores_matches_brute_force(chunk: int) -> None:
     assert got.shape == (2, 2, 7)
     for b in range(2):
         for h in range(2):
-            expected = [
-                sum(probs[b][hq][i][t] for hq in (2 * h, 2 * h + 1) for i in range(7)) / 2 for t in range(7)
-            ]
+            expected = [sum(probs[b][hq][i][t] for hq in (2 * h, 2 * h + 1) for i in range(7)) / 2 for t in range(7)]
             assert got[b, h].tolist() == pytest.approx(expected, abs=1e-5)
     # every query distributes a total mass of 1, so each KV head receives Q in total (mean over its group)
     torch.testing.assert_close(got.sum(-1), torch.full((2, 2), 7.0))
@@ -307,10 +303,7 @@ def test_redundancy_weight_matches_pairwise_double_loop() -> None:
         for h in range(3):
             rows = keys[b, h].tolist()
             pairs = [
-                dot(rows[i], rows[j]) / (norm(rows[i]) * norm(rows[j]))
-                for i in range(7)
-                for j in range(7)
-                if i != j
+                dot(rows[i], rows[j]) / (norm(rows[i]) * norm(rows[j])) for i in range(7) for j in range(7) if i != j
             ]
             assert got[b, h].item() == pytest.approx(sum(pairs) / len(pairs), abs=1e-5)
     torch.testing.assert_close(redundancy_weight(keys), got.clamp(0, 1))

@@ -29,7 +29,7 @@ import numpy as np
 
 Interval = tuple[float, float]
 SeizureTable = dict[str, list[Interval]]
-AnnotationSource = Union[str, Path, Sequence[Union[str, Path]], Mapping[str, Sequence[Interval]]]
+AnnotationSource = Union[str, Path, Sequence[str | Path], Mapping[str, Sequence[Interval]]]
 
 FORMATS = ("chbmit", "tusz", "tse", "helsinki", "plain")
 TUSZ_SEIZURE_LABELS = frozenset(
@@ -349,7 +349,7 @@ def detect_format(path: str | Path) -> str:
     return "plain"
 
 
-def read_annotations(path: str | Path, format: str = "auto") -> SeizureTable:  # noqa: A002
+def read_annotations(path: str | Path, format: str = "auto") -> SeizureTable:
     """Read one annotation file of any supported format (``format="auto"`` guesses it)."""
     path = Path(path)
     if not path.is_file():
@@ -366,7 +366,7 @@ def read_annotations(path: str | Path, format: str = "auto") -> SeizureTable:  #
     raise ValueError(f"unknown annotation format {format!r}; expected 'auto' or one of {FORMATS}")
 
 
-def load_annotations(source: AnnotationSource, format: str = "auto") -> SeizureTable:  # noqa: A002
+def load_annotations(source: AnnotationSource, format: str = "auto") -> SeizureTable:
     """A `SeizureTable` from a file, several files, or a mapping ``{file or recording id: [(onset, offset)]}``.
 
     Several Helsinki files are combined by annotator consensus ("all"); other files are merged (union per recording).

@@ -49,8 +49,10 @@ def wrapped_name(base: str | None) -> str:
     """The registered implementation name that wraps `base` (registering it on first use)."""
     base = base or "eager"
     if base.startswith(PREFIX):
-        raise ValueError(f"attention implementation {base!r} is already an omnipress wrapper (nested press contexts "
-                         "on one model are not supported; compose methods inside one context instead)")
+        raise ValueError(
+            f"attention implementation {base!r} is already an omnipress wrapper (nested press contexts "
+            "on one model are not supported; compose methods inside one context instead)"
+        )
     name = PREFIX + base
     if name not in ALL_ATTENTION_FUNCTIONS._global_mapping:
         AttentionInterface.register(name, omnipress_attention)

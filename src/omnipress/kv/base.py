@@ -47,8 +47,10 @@ class BudgetConfig:
 
     def __post_init__(self) -> None:
         if (self.budget is None) == (self.compression_ratio is None):
-            raise ValueError("give exactly one of `budget` (entries kept per KV head) and `compression_ratio` "
-                             f"(fraction removed); got budget={self.budget}, compression_ratio={self.compression_ratio}")
+            raise ValueError(
+                "give exactly one of `budget` (entries kept per KV head) and `compression_ratio` "
+                f"(fraction removed); got budget={self.budget}, compression_ratio={self.compression_ratio}"
+            )
         if self.window < 0:
             raise ValueError(f"window must be >= 0, got {self.window}")
         if self.budget is not None:
@@ -60,8 +62,9 @@ class BudgetConfig:
                     "includes the window, so use budget >= window or a smaller window"
                 )
         if self.compression_ratio is not None and not 0.0 <= self.compression_ratio < 1.0:
-            raise ValueError(f"compression_ratio is the fraction removed and must lie in [0, 1), "
-                             f"got {self.compression_ratio}")
+            raise ValueError(
+                f"compression_ratio is the fraction removed and must lie in [0, 1), got {self.compression_ratio}"
+            )
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}; expected one of {SCOPES}")
 

@@ -14,11 +14,12 @@ Hooks (all removed on exit, no transformers class is patched):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from ..adapters import get_adapter
 from ..cache import PackedLayer, attention_path_closed, attention_path_opened
@@ -26,6 +27,18 @@ from ..spans import ModalitySpans
 from . import attention
 from .base import KVPress, LayerInputs
 from .report import CompressionReport, LayerStats
+
+
+@dataclass
+class PrefillCapture:
+    """Post-RoPE queries, keys and values of every layer of one prefill, to evaluate many presses on one forward.
+
+    The prefill's activations do not depend on the press (each layer attends over its full keys before its cache
+    is compressed), so compressing captured tensors gives exactly the cache an in-forward press would give.
+    """
+
+    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]] = field(default_factory=list)
+    spans: ModalitySpans | None = None
 
 
 @dataclass
@@ -41,8 +54,9 @@ class _PrefillPlan:
 class PressSession:
     """Applies one press to one model (see module docstring)."""
 
-    def __init__(self, press: KVPress, model: nn.Module) -> None:
+    def __init__(self, press: KVPress, model: nn.Module, capture: PrefillCapture | None = None) -> None:
         self.press = press
+        self.capture = capture
         self.model = model
         self.adapter = get_adapter(model)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -125,8 +139,9 @@ class PressSession:
     def _make_plan(
         self, batch_size: int, seq_len: int, lm_input_ids: torch.Tensor | None, attention_mask: Any
     ) -> _PrefillPlan:
-        cfg = self.press.budget_config
-        pending = self._pending if self._pending is not None and self._pending["input_ids"].shape[1] == seq_len else None
+        pending = (
+            self._pending if self._pending is not None and self._pending["input_ids"].shape[1] == seq_len else None
+        )
         mask2d = pending.get("attention_mask") if pending is not None else attention_mask
         if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 and not bool(mask2d.all()):
             raise ValueError(
@@ -135,42 +150,9 @@ class PressSession:
             )
         spans = self._spans(seq_len, pending, lm_input_ids)
         device = self.adapter.language_model.device if hasattr(self.adapter.language_model, "device") else "cpu"
-        in_scope = spans.mask(cfg.scope, device=device)
-        if cfg.scope != "all" and not bool(in_scope.any()):
-            raise ValueError(
-                f"scope {cfg.scope!r} selects no token: the prompt has {spans.summary()}; use scope='all' or give "
-                "the model media of that kind"
-            )
-        window = min(cfg.window, seq_len)
-        in_window = torch.zeros(seq_len, dtype=torch.bool, device=device)
-        in_window[seq_len - window :] = True
-        candidates = in_scope & ~in_window
-        protected = ~candidates
-        n_cand = int(candidates.sum())
-        capacity = cfg.capacity(int(in_scope.sum()), int((in_scope & in_window).sum()), n_cand)
-        report = CompressionReport(
-            press=self.press.name,
-            compressed=False,
-            batch_size=batch_size,
-            num_kv_heads=self.adapter.num_key_value_heads,
-            prompt_tokens=seq_len,
-            modality_tokens=spans.summary(),
-        )
-        plan = _PrefillPlan(spans, candidates, protected, capacity, report, time.perf_counter())
-        if capacity >= n_cand:
-            message = (
-                f"budget covers all {n_cand} evictable tokens (scope {cfg.scope!r}, prompt {seq_len} tokens): "
-                "nothing to compress, the cache was left untouched"
-            )
-            if cfg.strict:
-                raise ValueError(message)
-            report.note = message
-            plan.capacity = -1  # marks "do not compress"
-        return plan
+        return make_plan(self.press, spans, batch_size, self.adapter.num_key_value_heads, device)
 
-    def _spans(
-        self, seq_len: int, pending: dict[str, Any] | None, lm_input_ids: torch.Tensor | None
-    ) -> ModalitySpans:
+    def _spans(self, seq_len: int, pending: dict[str, Any] | None, lm_input_ids: torch.Tensor | None) -> ModalitySpans:
         if pending is not None:
             input_ids = pending["input_ids"]
             extra = {k: v for k, v in pending.items() if k not in ("input_ids", "past_key_values")}
@@ -187,8 +169,9 @@ class PressSession:
         if input_ids.shape[0] > 1 and self.press.budget_config.scope != "all":
             for row in input_ids[1:]:
                 if self.adapter.spans(row, **extra).spans != spans.spans:
-                    raise ValueError("a batch compressed with a media scope needs the media at the same positions "
-                                     "in every prompt")
+                    raise ValueError(
+                        "a batch compressed with a media scope needs the media at the same positions in every prompt"
+                    )
         return spans
 
     # -- attention callbacks -------------------------------------------------------------------------------------
@@ -198,42 +181,139 @@ class PressSession:
             return None
         return cache.layers[module.layer_idx]
 
-    def after_attention(
-        self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> None:
+    def after_attention(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
         plan = self._plan
-        if plan is None or plan.capacity < 0 or query.shape[2] != key.shape[2]:
+        if plan is None or query.shape[2] != key.shape[2]:
+            return
+        if self.capture is not None:
+            self.capture.spans = plan.spans
+            self.capture.layers.append((query, key, value, float(module.scaling)))
+            return
+        if plan.capacity < 0:
             return
         start = time.perf_counter()
-        layer_idx = module.layer_idx
-        inputs = LayerInputs(
-            layer_idx=layer_idx,
-            num_layers=self.adapter.num_layers,
-            query=query,
-            keys=key,
-            values=value,
-            scaling=float(module.scaling),
-            window=min(self.press.budget_config.window, key.shape[2]),
-            candidates=plan.candidates,
-            protected=plan.protected,
-            capacity=plan.capacity,
-        )
-        with torch.no_grad():
-            keep = self.press.keep_indices(inputs)
-            packed = PackedLayer.from_dense(key, value, keep)
-        bytes_before = key.numel() * key.element_size() + value.numel() * value.element_size()
-        self._cache.layers[layer_idx] = packed
-        plan.report.layers.append(
-            LayerStats(
-                layer=layer_idx,
-                tokens_before=key.shape[2],
-                kept_per_head=packed.kept_per_head,
-                bytes_before=bytes_before,
-                bytes_after=packed.kv_bytes(),
-                kept_by_modality=_kept_by_modality(packed, plan.spans),
-            )
+        self._cache.layers[module.layer_idx] = compress_layer(
+            self.press, plan, module.layer_idx, self.adapter.num_layers, query, key, value, float(module.scaling)
         )
         plan.report.compression_seconds += time.perf_counter() - start
+
+
+def make_plan(
+    press: KVPress, spans: ModalitySpans, batch_size: int, num_kv_heads: int, device: torch.device | str
+) -> _PrefillPlan:
+    """Which prompt tokens are evictable, which are protected, and the base capacity per head."""
+    cfg = press.budget_config
+    seq_len = spans.seq_len
+    in_scope = spans.mask(cfg.scope, device=device)
+    if cfg.scope != "all" and not bool(in_scope.any()):
+        raise ValueError(
+            f"scope {cfg.scope!r} selects no token: the prompt has {spans.summary()}; use scope='all' or give "
+            "the model media of that kind"
+        )
+    window = min(cfg.window, seq_len)
+    in_window = torch.zeros(seq_len, dtype=torch.bool, device=device)
+    in_window[seq_len - window :] = True
+    candidates = in_scope & ~in_window
+    n_cand = int(candidates.sum())
+    capacity = cfg.capacity(int(in_scope.sum()), int((in_scope & in_window).sum()), n_cand)
+    report = CompressionReport(
+        press=press.name,
+        compressed=False,
+        batch_size=batch_size,
+        num_kv_heads=num_kv_heads,
+        prompt_tokens=seq_len,
+        modality_tokens=spans.summary(),
+    )
+    plan = _PrefillPlan(spans, candidates, ~candidates, capacity, report, time.perf_counter())
+    if capacity >= n_cand:
+        message = (
+            f"budget covers all {n_cand} evictable tokens (scope {cfg.scope!r}, prompt {seq_len} tokens): "
+            "nothing to compress, the cache was left untouched"
+        )
+        if cfg.strict:
+            raise ValueError(message)
+        report.note = message
+        plan.capacity = -1  # marks "do not compress"
+    return plan
+
+
+def compress_captured(press: KVPress, capture: PrefillCapture) -> tuple[DynamicCache, CompressionReport]:
+    """The cache `press` would have left after the captured prefill, and its report (no model forward needed).
+
+    Decode from it inside `with press(model):` (new tokens are appended, never re-compressed).
+    """
+    if capture.spans is None or not capture.layers:
+        raise ValueError("the capture is empty: run `capture_prefill(model, **inputs)` on a prompt first")
+    key = capture.layers[0][1]
+    plan = make_plan(press, capture.spans, key.shape[0], key.shape[1], key.device)
+    cache = DynamicCache()
+    start = time.perf_counter()
+    for idx, (q, k, v, scaling) in enumerate(capture.layers):
+        if plan.capacity < 0:
+            cache.update(k, v, idx)
+        else:
+            cache.layers.append(compress_layer(press, plan, idx, len(capture.layers), q, k, v, scaling))
+    plan.report.compression_seconds = time.perf_counter() - start
+    plan.report.compressed = plan.capacity >= 0
+    press.report = plan.report
+    return cache, plan.report
+
+
+def capture_prefill(model: nn.Module, **inputs: Any) -> tuple[PrefillCapture, Any]:
+    """Run one prefill of `model` with a full cache and keep every layer's queries, keys and values.
+
+    Returns the capture and the model output. Feed the capture to `compress_captured` for each press to compare
+    many presses and budgets on one forward pass (identical to compressing inside the forward).
+    """
+    from .snapkv import SnapKV
+
+    capture = PrefillCapture()
+    probe = SnapKV(compression_ratio=0.0, window=0)
+    with torch.no_grad(), PressSession(probe, model, capture=capture):
+        out = model(**inputs, use_cache=True)
+    if not capture.layers:
+        raise ValueError("no prefill was seen: pass a prompt of more than one token")
+    return capture, out
+
+
+def compress_layer(
+    press: KVPress,
+    plan: _PrefillPlan,
+    layer_idx: int,
+    num_layers: int,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scaling: float,
+) -> PackedLayer:
+    """Score one layer's prompt entries, pack the kept ones and record them in the plan's report."""
+    inputs = LayerInputs(
+        layer_idx=layer_idx,
+        num_layers=num_layers,
+        query=query,
+        keys=key,
+        values=value,
+        scaling=scaling,
+        window=min(press.budget_config.window, key.shape[2]),
+        candidates=plan.candidates,
+        protected=plan.protected,
+        capacity=plan.capacity,
+    )
+    with torch.no_grad():
+        keep = press.keep_indices(inputs)
+        packed = PackedLayer.from_dense(key, value, keep)
+    bytes_before = key.numel() * key.element_size() + value.numel() * value.element_size()
+    plan.report.layers.append(
+        LayerStats(
+            layer=layer_idx,
+            tokens_before=key.shape[2],
+            kept_per_head=packed.kept_per_head,
+            bytes_before=bytes_before,
+            bytes_after=packed.kv_bytes(),
+            kept_by_modality=_kept_by_modality(packed, plan.spans),
+        )
+    )
+    return packed
 
 
 def _kept_by_modality(layer: PackedLayer, spans: ModalitySpans) -> dict[str, int]:

@@ -27,8 +27,10 @@ class SparseMM(SnapKV):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.profile, HeadProfile):
-            raise ValueError("SparseMM needs `profile=HeadProfile(...)` (per-layer, per-KV-head scores); "
-                             "load one with HeadProfile.load(path)")
+            raise ValueError(
+                "SparseMM needs `profile=HeadProfile(...)` (per-layer, per-KV-head scores); "
+                "load one with HeadProfile.load(path)"
+            )
 
     def capacities(self, layer: LayerInputs, scores: torch.Tensor) -> torch.Tensor:
         self.profile.check(layer.num_layers, scores.shape[1])

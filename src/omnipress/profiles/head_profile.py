@@ -23,7 +23,9 @@ class HeadProfile:
     def __post_init__(self) -> None:
         self.scores = torch.as_tensor(self.scores, dtype=torch.float32)
         if self.scores.dim() != 2 or 0 in self.scores.shape:
-            raise ValueError(f"a head profile is a (num_layers, num_kv_heads) table, got shape {tuple(self.scores.shape)}")
+            raise ValueError(
+                f"a head profile is a (num_layers, num_kv_heads) table, got shape {tuple(self.scores.shape)}"
+            )
         if not torch.isfinite(self.scores).all() or bool((self.scores < 0).any()):
             raise ValueError("head profile scores must be finite and non-negative")
 
@@ -58,4 +60,6 @@ class HeadProfile:
             raise ValueError(f"head profile {path} is not valid JSON: {err}") from None
         if not isinstance(data, dict) or "scores" not in data:
             raise ValueError(f"head profile {path} has no 'scores' table")
-        return cls(torch.tensor(data["scores"]), data.get("kind", "generic"), data.get("model", ""), data.get("meta", {}))
+        return cls(
+            torch.tensor(data["scores"]), data.get("kind", "generic"), data.get("model", ""), data.get("meta", {})
+        )
