@@ -14,7 +14,6 @@ The stride defaults to the window length (non-overlapping windows, the spec's re
 from __future__ import annotations
 
 import csv
-import json
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,7 +247,10 @@ def _mmap_npz_member(path: Path, member: str) -> np.ndarray:
         extra_len = int.from_bytes(local[28:30], "little")
         f.seek(info.header_offset + 30 + name_len + extra_len)
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         offset = f.tell()
     if dtype.hasobject:
         raise ValueError(f"{member} holds Python objects")
@@ -339,13 +341,18 @@ def make_windows(
         raise ValueError(f"unknown labelling rule {rule!r}; expected one of {RULES}")
     n_windows = max(0, (recording.n_samples - n_len) // n_stride + 1)
     first = np.arange(n_windows) * n_stride  # (n_windows,) sample index of each window start
+    if n_windows == 0:
+        data = np.zeros((0, len(recording.channels), n_len), dtype=np.float32)
+        empty = np.zeros(0)
+        return WindowSet(data, list(recording.channels), recording.sfreq, empty.astype(str), empty.astype(str),
+                         empty, empty.astype(np.int8), empty.astype(np.float32))
     # (n_channels, n_samples) -> (n_windows, n_channels, n_len) without copying, then one copy
     view = np.lib.stride_tricks.sliding_window_view(recording.data, n_len, axis=1)  # (C, n_samples - n_len + 1, n_len)
     data = np.ascontiguousarray(view[:, first].transpose(1, 0, 2), dtype=np.float32)
     starts = first / recording.sfreq
     label, fraction = label_windows(starts, n_len / recording.sfreq, recording.seizures, rule=rule, min_fraction=min_fraction)
     return WindowSet(
-        data=data.reshape(n_windows, len(recording.channels), n_len),
+        data=data,
         channels=list(recording.channels),
         sfreq=recording.sfreq,
         patient=np.full(n_windows, recording.patient, dtype=object).astype(str),
@@ -354,8 +361,3 @@ def make_windows(
         label=label,
         seizure_fraction=fraction,
     )
-
-
-def save_json(path: Path, payload: dict) -> None:
-    """Small helper: write ``payload`` as indented JSON."""
-    path.write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,218 @@
+"""LLaVA-1.5 and LLaVA-OneVision (1-D RoPE; the base `continuation_position_ids` applies).
+
+Token layout (ids read from the config):
+
+- LLaVA-1.5: each `<image>` becomes `(H/patch)·(W/patch)` tokens (576 for a 336² CLIP-L/14 tower with the CLS
+  token dropped by the "default" feature strategy).
+- LLaVA-OneVision image: anyres tiling. One image alone gets `p²` base tokens (`p = image_size / patch_size`) plus
+  the unpadded tile grid, downscaled when larger than `anyres_max_9` allows, with one newline token per row. In a
+  multi-image sample (`batch_num_images > 1`) each image is one crop: `p² + 1` tokens.
+- LLaVA-OneVision video: every frame is pooled 2×2 to `ceil(p/2)²` tokens, frames follow each other, and one newline
+  token closes the video. `spans` gives one span per frame; the closing newline belongs to the last frame's span.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..media.video import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, frames_to_tensor, normalize_frames
+from ..spans import ModalitySpans, spans_from_placeholders
+from .common import FamilyAdapter, expand_placeholders, sequence_ids
+
+HALF = (0.5, 0.5, 0.5)
+
+
+class _LlavaBase(FamilyAdapter):
+    @property
+    def inner_model(self) -> nn.Module:
+        return self.model.model if hasattr(self.model, "lm_head") else self.model
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.inner_model.language_model
+
+    @property
+    def patches_per_side(self) -> int:
+        vc = self.config.vision_config
+        return int(vc.image_size) // int(vc.patch_size)
+
+
+class LlavaAdapter(_LlavaBase):
+    family = "llava"
+    model_classes = ("LlavaForConditionalGeneration", "LlavaModel")
+    modalities: ClassVar[tuple[str, ...]] = ("image",)
+
+    @property
+    def modality_token_ids(self) -> dict[str, int]:
+        return {"image": self.config_token_id("image_token_id", "image_token_index")}
+
+    def tokens_per_image(self, height: int, width: int) -> int:
+        """Image tokens for a `height × width` pixel input: one per patch, plus the CLS token of a CLIP tower
+        unless the "default" feature strategy drops it."""
+        vc = self.config.vision_config
+        patch = int(vc.patch_size)
+        count = (height // patch) * (width // patch)
+        has_cls = getattr(vc, "model_type", "") == "clip_vision_model"
+        if has_cls and self.config.vision_feature_select_strategy != "default":
+            count += 1
+        if not has_cls and self.config.vision_feature_select_strategy == "default":
+            count -= 1
+        return count
+
+    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
+        ids = sequence_ids(input_ids)
+        image_id = self.modality_token_ids["image"]
+        pixel_values = model_inputs.get("pixel_values")
+        if pixel_values is None:
+            if bool((ids == image_id).any()):
+                raise ValueError(f"input_ids hold image placeholder tokens (id {image_id}) but no pixel_values")
+            groups: list[list[int]] = []
+        else:
+            height, width = pixel_values.shape[-2:]
+            groups = [[self.tokens_per_image(int(height), int(width))]] * int(pixel_values.shape[0])
+        spans = spans_from_placeholders(ids == image_id, groups, "image", source="pixel_values")
+        return ModalitySpans(int(ids.shape[0]), spans)
+
+    def add_images(self, ids, images, image_processor):
+        if image_processor is None:
+            from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+            side = int(self.config.vision_config.image_size)
+            image_processor = CLIPImageProcessorPil(
+                size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+            )
+        pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]
+        count = self.tokens_per_image(int(pixel_values.shape[-2]), int(pixel_values.shape[-1]))
+        image_id = self.modality_token_ids["image"]
+        ids = expand_placeholders(ids, image_id, [[image_id] * count] * len(images), modality="image")
+        return ids, {"pixel_values": pixel_values}
+
+
+class LlavaOnevisionAdapter(_LlavaBase):
+    family = "llava_onevision"
+    model_classes = ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel")
+    modalities: ClassVar[tuple[str, ...]] = ("image", "video")
+
+    @property
+    def modality_token_ids(self) -> dict[str, int]:
+        return {
+            "image": self.config_token_id("image_token_id", "image_token_index"),
+            "video": self.config_token_id("video_token_id", "video_token_index"),
+        }
+
+    @property
+    def tokens_per_video_frame(self) -> int:
+        return math.ceil(self.patches_per_side / 2) ** 2
+
+    def tokens_per_image(self, height: int, width: int, *, multi_image: bool = False) -> int:
+        """Image tokens of an `height × width` (original pixels) image, as the model packs them."""
+        return llava_onevision_image_tokens(
+            height,
+            width,
+            image_size=int(self.config.vision_config.image_size),
+            patch_size=int(self.config.vision_config.patch_size),
+            grid_pinpoints=[list(p) for p in self.config.image_grid_pinpoints],
+            max_tiles=int(str(getattr(self.config, "vision_aspect_ratio", "anyres_max_9")).strip("anyres_max_")),
+            multi_image=multi_image,
+        )
+
+    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
+        ids = sequence_ids(input_ids)
+        tokens = self.modality_token_ids
+        image_sizes = model_inputs.get("image_sizes")
+        if image_sizes is None:
+            if bool((ids == tokens["image"]).any()):
+                raise ValueError(f"input_ids hold image placeholder tokens (id {tokens['image']}) but no image_sizes")
+            image_groups: list[list[int]] = []
+        else:
+            sizes = torch.as_tensor(image_sizes).reshape(-1, 2).tolist()
+            batch_num = model_inputs.get("batch_num_images")
+            multi = [n != 1 for n in torch.as_tensor(batch_num).tolist() for _ in range(n)] if batch_num is not None else [False] * len(sizes)
+            if len(multi) != len(sizes):
+                raise ValueError(f"batch_num_images covers {len(multi)} images but image_sizes has {len(sizes)}")
+            image_groups = [[self.tokens_per_image(h, w, multi_image=m)] for (h, w), m in zip(sizes, multi)]
+        videos = model_inputs.get("pixel_values_videos")
+        if videos is None:
+            if bool((ids == tokens["video"]).any()):
+                raise ValueError(
+                    f"input_ids hold video placeholder tokens (id {tokens['video']}) but no pixel_values_videos"
+                )
+            video_groups: list[list[int]] = []
+        else:
+            num_videos, num_frames = int(videos.shape[0]), int(videos.shape[1])
+            per_frame = self.tokens_per_video_frame
+            video_groups = [[per_frame] * (num_frames - 1) + [per_frame + 1]] * num_videos
+        spans = spans_from_placeholders(ids == tokens["image"], image_groups, "image", source="image_sizes")
+        spans += spans_from_placeholders(ids == tokens["video"], video_groups, "video", source="pixel_values_videos")
+        return ModalitySpans(int(ids.shape[0]), spans)
+
+    def add_images(self, ids, images, image_processor):
+        if image_processor is None:
+            from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+                LlavaOnevisionImageProcessorPil,
+            )
+
+            side = int(self.config.vision_config.image_size)
+            image_processor = LlavaOnevisionImageProcessorPil(
+                size={"height": side, "width": side},
+                image_grid_pinpoints=[list(p) for p in self.config.image_grid_pinpoints],
+                image_mean=list(HALF),
+                image_std=list(HALF),
+            )
+        encoded = image_processor(images=images, return_tensors="pt")
+        multi = len(images) > 1
+        counts = [self.tokens_per_image(int(h), int(w), multi_image=multi) for h, w in encoded["image_sizes"].tolist()]
+        image_id = self.modality_token_ids["image"]
+        ids = expand_placeholders(ids, image_id, [[image_id] * n for n in counts], modality="image")
+        out = {"pixel_values": encoded["pixel_values"], "image_sizes": encoded["image_sizes"]}
+        if "batch_num_images" in encoded:
+            out["batch_num_images"] = torch.as_tensor(encoded["batch_num_images"])
+        return ids, out
+
+    def add_video(self, ids, frames, timestamps, size, tokenizer):
+        side = int(self.config.vision_config.image_size)
+        pixels = normalize_frames(frames_to_tensor(frames, size or (side, side)), HALF, HALF).unsqueeze(0)
+        count = len(frames) * self.tokens_per_video_frame + 1  # + the closing newline token
+        video_id = self.modality_token_ids["video"]
+        ids = expand_placeholders(ids, video_id, [[video_id] * count], modality="video")
+        return ids, {"pixel_values_videos": pixels}  # (1, frames, 3, side, side)
+
+
+def llava_onevision_image_tokens(
+    height: int,
+    width: int,
+    *,
+    image_size: int,
+    patch_size: int,
+    grid_pinpoints: list[list[int]],
+    max_tiles: int = 9,
+    multi_image: bool = False,
+) -> int:
+    """LLM tokens of one LLaVA-OneVision image of `height × width` original pixels (anyres packing).
+
+    Mirrors `LlavaOnevisionModel.pack_image_features`: the base crop gives `p²` tokens; the tiles of the best
+    pinpoint resolution form a `(rows·p) × (cols·p)` feature grid, cropped back to the image's aspect ratio
+    ("unpadding"), bilinearly downscaled when it exceeds `max_tiles` crops' worth of features by more than 10 %,
+    and closed by one newline token per row. A multi-image sample uses one crop per image: `p² + 1`.
+    """
+    from transformers.image_processing_utils import select_best_resolution
+
+    side = image_size // patch_size  # p
+    if multi_image:
+        return side * side + 1
+    best_h, best_w = select_best_resolution((height, width), grid_pinpoints)
+    cur_h, cur_w = (best_h // image_size) * side, (best_w // image_size) * side
+    if width / height > cur_w / cur_h:
+        new_h = int(round(height * (cur_w / width), 7))
+        cur_h -= 2 * ((cur_h - new_h) // 2)
+    else:
+        new_w = int(round(width * (cur_h / height), 7))
+        cur_w -= 2 * ((cur_w - new_w) // 2)
+    ratio = math.sqrt(cur_h * cur_w / (max_tiles * side * side))
+    if ratio > 1.1:
+        cur_h, cur_w = int(cur_h // ratio), int(cur_w // ratio)
+    return side * side + cur_h * (cur_w + 1)

@@ -1,0 +1,208 @@
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+
+Token layout (ids read from the config):
+
+- image: `<vision_start> <image_pad> × (t·h·w / merge²) <vision_end>`, with `image_grid_thw = [t, h, w]` in patches;
+- video (Qwen2-VL, Qwen2.5-VL): one block `<vision_start> <video_pad> × (t·h·w / merge²) <vision_end>`. Each of the
+  `t` temporal patches (`temporal_patch_size` frames) is an LLM-side frame group of `h·w / merge²` tokens, in order;
+- video (Qwen3-VL): one `<t seconds> <vision_start> <video_pad> × (h·w / merge²) <vision_end>` block per temporal
+  patch, so the frame groups are separated by text (the model's `get_rope_index` splits `video_grid_thw` per frame).
+
+`spans` gives one image span per image and one video span per frame group (`Span.frame` = temporal patch index).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..media.video import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, frames_to_tensor, qwen_video_patches
+from ..spans import ModalitySpans, spans_from_placeholders
+from .common import expand_placeholders, sequence_ids
+from .mrope import MRopeAdapter
+
+HALF = (0.5, 0.5, 0.5)
+
+
+class QwenVisionAdapter(MRopeAdapter):
+    """Shared image/video handling of the Qwen vision families (also used by Qwen2.5-Omni)."""
+
+    modalities: ClassVar[tuple[str, ...]] = ("image", "video")
+    image_mean: ClassVar[tuple[float, ...]] = OPENAI_CLIP_MEAN
+    image_std: ClassVar[tuple[float, ...]] = OPENAI_CLIP_STD
+    #: the processors' default per-frame pixel range for video, in units of (patch * merge)**2
+    video_min_tokens: ClassVar[int] = 128
+    video_max_tokens: ClassVar[int] = 768
+
+    @property
+    def inner_model(self) -> nn.Module:
+        """The `*Model` holding `visual`, `language_model` and `rope_deltas`."""
+        return self.model.model if hasattr(self.model, "lm_head") else self.model
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.inner_model.language_model
+
+    @property
+    def rope_owner(self) -> nn.Module:
+        return self.inner_model
+
+    @property
+    def vision_config(self) -> Any:
+        return self.config.vision_config
+
+    @property
+    def merge_size(self) -> int:
+        return int(self.vision_config.spatial_merge_size)
+
+    @property
+    def modality_token_ids(self) -> dict[str, int]:
+        return {
+            "image": self.config_token_id("image_token_id", "image_token_index"),
+            "video": self.config_token_id("video_token_id", "video_token_index"),
+        }
+
+    # -- spans -------------------------------------------------------------------------------------------------
+    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
+        ids = sequence_ids(input_ids)
+        spans = self.vision_spans(ids, model_inputs)
+        return ModalitySpans(int(ids.shape[0]), spans)
+
+    def vision_spans(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> list:
+        tokens = self.modality_token_ids
+        merge2 = self.merge_size**2
+        image_grid = _grid(model_inputs.get("image_grid_thw"), ids, tokens["image"], "image", "image_grid_thw")
+        video_grid = _grid(model_inputs.get("video_grid_thw"), ids, tokens["video"], "video", "video_grid_thw")
+        image_groups = [[int(t * h * w) // merge2] for t, h, w in image_grid]
+        video_groups = [[int(h * w) // merge2] * int(t) for t, h, w in video_grid]
+        return spans_from_placeholders(
+            ids == tokens["image"], image_groups, "image", source="image_grid_thw"
+        ) + spans_from_placeholders(ids == tokens["video"], video_groups, "video", source="video_grid_thw")
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+    def default_image_processor(self) -> Any:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        vc = self.vision_config
+        return Qwen2VLImageProcessorPil(
+            patch_size=vc.patch_size,
+            merge_size=vc.spatial_merge_size,
+            temporal_patch_size=vc.temporal_patch_size,
+            image_mean=list(self.image_mean),
+            image_std=list(self.image_std),
+        )
+
+    def add_images(self, ids, images, image_processor):
+        processor = image_processor if image_processor is not None else self.default_image_processor()
+        encoded = processor(images=images, return_tensors="pt")
+        grid = encoded["image_grid_thw"]
+        counts = [int(n) for n in grid.prod(-1) // self.merge_size**2]
+        image_id = self.modality_token_ids["image"]
+        ids = expand_placeholders(ids, image_id, [[image_id] * n for n in counts], modality="image")
+        return ids, {"pixel_values": encoded["pixel_values"], "image_grid_thw": grid}
+
+    def video_frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """The processors' default frame size: multiples of patch·merge within the default pixel range."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        factor = self.vision_config.patch_size * self.merge_size
+        return smart_resize(
+            height,
+            width,
+            factor=factor,
+            min_pixels=self.video_min_tokens * factor**2,
+            max_pixels=self.video_max_tokens * factor**2,
+        )
+
+    def video_tensors(
+        self, frames: list[Image.Image], size: tuple[int, int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`pixel_values_videos (patches, dim)` and `video_grid_thw (1, 3)` for one video."""
+        if size is None:
+            size = self.video_frame_size(frames[0].height, frames[0].width)
+        vc = self.vision_config
+        patches, grid = qwen_video_patches(
+            frames_to_tensor(frames, size),
+            patch_size=vc.patch_size,
+            merge_size=vc.spatial_merge_size,
+            temporal_patch_size=vc.temporal_patch_size,
+            mean=self.image_mean,
+            std=self.image_std,
+        )
+        return patches, grid.unsqueeze(0)
+
+    def seconds_per_grid(self, timestamps: list[float]) -> float:
+        """Seconds spanned by one temporal patch, from the frame timestamps (1 frame/s when there is one frame)."""
+        interval = (timestamps[-1] - timestamps[0]) / (len(timestamps) - 1) if len(timestamps) > 1 else 1.0
+        return float(self.vision_config.temporal_patch_size * interval)
+
+    def add_video(self, ids, frames, timestamps, size, tokenizer):
+        patches, grid = self.video_tensors(frames, size)
+        video_id = self.modality_token_ids["video"]
+        count = int(grid.prod()) // self.merge_size**2
+        ids = expand_placeholders(ids, video_id, [[video_id] * count], modality="video")
+        return ids, {"pixel_values_videos": patches, "video_grid_thw": grid}
+
+    def extra_text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.accepts_forward_argument("mm_token_type_ids"):
+            return {}
+        tokens = self.modality_token_ids
+        types = torch.zeros_like(input_ids)
+        types[input_ids == tokens["image"]] = 1
+        types[input_ids == tokens["video"]] = 2
+        return {"mm_token_type_ids": types}
+
+
+class Qwen2VLAdapter(QwenVisionAdapter):
+    family = "qwen2_vl"
+    model_classes = ("Qwen2VLForConditionalGeneration", "Qwen2VLModel")
+
+
+class Qwen2_5_VLAdapter(QwenVisionAdapter):
+    family = "qwen2_5_vl"
+    model_classes = ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel")
+
+    def add_video(self, ids, frames, timestamps, size, tokenizer):
+        ids, tensors = super().add_video(ids, frames, timestamps, size, tokenizer)
+        tensors["second_per_grid_ts"] = torch.tensor([self.seconds_per_grid(timestamps)])
+        return ids, tensors
+
+
+class Qwen3VLAdapter(QwenVisionAdapter):
+    family = "qwen3_vl"
+    model_classes = ("Qwen3VLForConditionalGeneration", "Qwen3VLModel")
+    image_mean = HALF
+    image_std = HALF
+
+    def add_video(self, ids, frames, timestamps, size, tokenizer):
+        if tokenizer is None:
+            raise ValueError("Qwen3-VL video prompts need the tokenizer (for the per-frame timestamps)")
+        patches, grid = self.video_tensors(frames, size)
+        grid_t, grid_h, grid_w = (int(v) for v in grid[0])
+        tps = int(self.vision_config.temporal_patch_size)
+        padded = timestamps + [timestamps[-1]] * (grid_t * tps - len(timestamps))
+        start = self.config_token_id("vision_start_token_id")
+        end = self.config_token_id("vision_end_token_id")
+        video_id = self.modality_token_ids["video"]
+        per_frame = grid_h * grid_w // self.merge_size**2
+        replacement: list[int] = []
+        for k in range(grid_t):
+            # the processor's timestamp: mean of the first and last frame time of the temporal patch
+            seconds = (padded[k * tps] + padded[k * tps + tps - 1]) / 2
+            replacement += tokenizer.encode(f"<{seconds:.1f} seconds>", add_special_tokens=False)
+            replacement += [start] + [video_id] * per_frame + [end]
+        ids = expand_placeholders(ids, video_id, [replacement], modality="video", unwrap=(start, end))
+        return ids, {"pixel_values_videos": patches, "video_grid_thw": grid}
+
+
+def _grid(grid: Any, ids: torch.Tensor, token_id: int, modality: str, name: str) -> list[tuple[int, int, int]]:
+    """Rows of a `(n, 3)` grid as int triples; an error if placeholders exist without a grid."""
+    if grid is None:
+        if bool((ids == token_id).any()):
+            raise ValueError(f"input_ids hold {modality} placeholder tokens (id {token_id}) but no {name} was given")
+        return []
+    grid = torch.as_tensor(grid).reshape(-1, 3)
+    return [tuple(int(v) for v in row) for row in grid]

@@ -1,0 +1,412 @@
+"""``omnipress eeg ...``: the RAICL pipeline from the command line.
+
+::
+
+    omnipress eeg synth   --out cohort --patients 20 --seed 0           # synthetic EDF+ cohort
+    omnipress eeg prepare cohort --out windows                           # EDF -> 4 s bipolar windows
+    omnipress eeg render  --windows windows --out images --workers 2     # stacked-waveform PNGs
+    omnipress eeg index   --windows windows --out index --embedder features
+    omnipress eeg knn     --windows windows --index index --out runs/knn   # retrieval-only baseline
+    omnipress eeg run     --windows windows --index index --images images --out runs/raicl \\
+                          --backend http --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
+    omnipress eeg score   runs/raicl --plots runs/raicl/plots
+
+Every stage shows a progress bar (``--quiet`` hides it) and can be rerun: finished work is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EMBEDDER_HELP = "'features' (no weights) or 'clip:<local folder or hub id>' (transformers CLIPModel)"
+
+
+def add_subparsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``synth|prepare|render|index|knn|run|score`` commands to an existing subparsers action.
+
+    Each command sets ``func`` (called with the parsed namespace, returns an exit code).
+    """
+    _add_synth(subparsers)
+    _add_prepare(subparsers)
+    _add_render(subparsers)
+    _add_index(subparsers)
+    _add_knn(subparsers)
+    _add_run(subparsers)
+    _add_score(subparsers)
+
+
+def build_parser(prog: str = "omnipress eeg") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="RAICL EEG seizure detection: EEG windows drawn as images, classified by a VLM with retrieved examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("::", 1)[1],
+    )
+    sub = parser.add_subparsers(dest="eeg_command", required=True, metavar="command")
+    add_subparsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``omnipress eeg``; returns the exit code (0 ok, 1 error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _queries(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("queries (RAICL test-set protocol)")
+    g.add_argument("--queries", choices=("every", "all_seizures", "all"), default="every",
+                   help="every: rows that are multiples of --every (NICU); all_seizures: + all seizure windows (CHSZ); "
+                   "all: every window (default: every)")
+    g.add_argument("--every", type=int, default=10, help="subsampling step (default 10)")
+    g.add_argument("--patients", nargs="+", default=None, help="only these patients")
+    g.add_argument("--limit", type=int, default=None, help="at most this many queries (smoke tests)")
+
+
+# --------------------------------------------------------------------------------------------------
+# synth / prepare
+# --------------------------------------------------------------------------------------------------
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a synthetic EDF+ cohort with seizure annotations")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--patients", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(func=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from omnipress.eeg.synth import write_cohort
+
+    paths = write_cohort(args.out, patients=args.patients, seed=args.seed)
+    print(f"wrote {len(paths)} recordings to {args.out}")
+    return 0
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="read EDF/BDF recordings into labelled bipolar windows")
+    p.add_argument("inputs", nargs="+", type=Path, help="recording files or folders")
+    p.add_argument("--out", required=True, type=Path, help="WindowSet folder")
+    p.add_argument("--annotations", type=Path, default=None, help="seizure annotation file (CHB-MIT, TUSZ, CSV, ...)")
+    p.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4)")
+    p.add_argument("--stride", type=float, default=None, help="seconds between windows (default: the window length)")
+    p.add_argument("--rule", default=None, help="labelling rule for windows straddling a seizure boundary")
+    p.add_argument("--sfreq", type=float, default=None, help="resample to this rate (Hz)")
+    p.add_argument("--band", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="band-pass in Hz")
+    p.add_argument("--notch", type=float, default=None, help="notch frequency in Hz")
+    _common(p)
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args) -> int:
+    from omnipress.eeg.prepare import prepare
+
+    kwargs = {"annotations": args.annotations, "window": args.window, "stride": args.stride, "progress": not args.quiet}
+    for name in ("rule", "sfreq", "notch"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    if args.band is not None:
+        kwargs["band"] = tuple(args.band)
+    inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
+    result = prepare(inputs, args.out, **kwargs)
+    print(f"{result.windows!r} -> {args.out}")
+    for failure in getattr(result, "failures", None) or []:
+        print(f"skipped: {failure}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# render / index
+# --------------------------------------------------------------------------------------------------
+def _add_render(sub) -> None:
+    p = sub.add_parser("render", help="draw windows as stacked-waveform PNGs (vision: retrieval, vlm: the VLM)")
+    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="image folder")
+    p.add_argument("--kinds", default="vision,vlm", help="comma-separated: vision, vlm (default both)")
+    p.add_argument("--scaling", choices=("robust", "fixed"), default="robust",
+                   help="robust: RAICL per-window per-channel 1-99%% scaling; fixed: clinical µV per channel spacing")
+    p.add_argument("--uv-per-spacing", type=float, default=200.0, help="µV per channel spacing for --scaling fixed")
+    p.add_argument("--vision-size", type=int, default=None, help="vision image side in px (default 512)")
+    p.add_argument("--vlm-size", type=int, default=None, help="vlm image side in px (default 1024)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--only-queries", action="store_true", help="render only the query windows (see the query options)")
+    p.add_argument("--overwrite", action="store_true", help="re-render existing images / allow a new config")
+    p.add_argument("--previews", action="store_true", help="also write the CLIP view and a JPEG-50 copy of window 0")
+    _queries(p)
+    _common(p)
+    p.set_defaults(func=_cmd_render)
+
+
+def _cmd_render(args) -> int:
+    from omnipress.eeg.render import RenderConfig, render_windows, write_previews
+    from omnipress.eeg.run import select_queries
+    from omnipress.eeg.windows import WindowSet
+
+    windows = WindowSet.load(args.windows)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    sizes = {"vision": args.vision_size, "vlm": args.vlm_size}
+    configs = {
+        k: RenderConfig(kind=k, size=sizes.get(k), scaling=args.scaling, uv_per_spacing=args.uv_per_spacing)
+        for k in kinds
+    }
+    rows = None
+    if args.only_queries:
+        rows = select_queries(windows.label, args.queries, args.every, windows.patient, args.patients)
+        rows = rows[: args.limit] if args.limit is not None else rows
+    result = render_windows(windows, args.out, configs=configs, indices=rows, workers=args.workers,
+                            overwrite=args.overwrite, progress=not args.quiet)
+    print(f"rendered {result.rendered} windows ({', '.join(kinds)}), skipped {result.skipped} already done, "
+          f"{result.windows_per_second:.1f} windows/s -> {args.out}")
+    if args.previews:
+        for path in write_previews(windows, args.out):
+            print(f"preview: {path}")
+    return 0
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="embed every window for retrieval and save the index")
+    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="index folder")
+    p.add_argument("--embedder", default="features", help=EMBEDDER_HELP)
+    p.add_argument("--images", type=Path, default=None,
+                   help="rendered image folder to reuse for image embedders (default: render in memory)")
+    p.add_argument("--device", default="cpu", help="torch device for image embedders")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing index")
+    _common(p)
+    p.set_defaults(func=_cmd_index)
+
+
+def _cmd_index(args) -> int:
+    import time
+
+    from omnipress.eeg.embed import EmbeddingIndex, build_index, make_embedder, windows_fingerprint
+    from omnipress.eeg.render import ImageStore
+    from omnipress.eeg.windows import WindowSet
+
+    windows = WindowSet.load(args.windows)
+    if (args.out / "index.npz").exists() and not args.overwrite:
+        index = EmbeddingIndex.load(args.out)
+        if index.fingerprint == windows_fingerprint(windows):
+            print(f"index in {args.out} is up to date ({len(index)} windows, {index.embedder.get('type')}); "
+                  "--overwrite to rebuild")
+            return 0
+        raise ValueError(f"{args.out} holds an index of other windows; use --overwrite or another folder")
+    kwargs = {} if args.embedder == "features" else {"device": args.device, "batch_size": args.batch_size}
+    embedder = make_embedder(args.embedder, **kwargs)
+    images = ImageStore(windows, args.images) if args.images is not None and embedder.needs_images else None
+    start = time.perf_counter()
+    index = build_index(windows, embedder, images=images, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    index.save(args.out)
+    print(f"indexed {len(index)} windows ({index.dim}-d, {embedder.name}) in {seconds:.1f} s "
+          f"({len(index) / max(seconds, 1e-9):.0f} windows/s) -> {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# knn / run
+# --------------------------------------------------------------------------------------------------
+def _add_knn(sub) -> None:
+    p = sub.add_parser("knn", help="retrieval-only k-NN vote baseline on the same queries (no VLM)")
+    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--index", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="run folder (results.jsonl)")
+    p.add_argument("--k", type=int, default=5, help="neighbours per vote (default 5)")
+    p.add_argument("--pool", choices=("raicl", "loso"), default="raicl",
+                   help="raicl: other patients + the patient's own past background; loso: other patients only")
+    p.add_argument("--weighting", choices=("balanced", "uniform"), default="balanced")
+    p.add_argument("--guard", type=float, default=0.0, help="seconds around the query excluded (overlapping windows)")
+    _queries(p)
+    _common(p)
+    p.set_defaults(func=_cmd_knn)
+
+
+def _cmd_knn(args) -> int:
+    from omnipress.eeg.embed import EmbeddingIndex
+    from omnipress.eeg.knn import knn_rows
+    from omnipress.eeg.run import RESULTS, RUN_META, select_queries
+    from omnipress.eeg.score import score_rows
+    from omnipress.eeg.windows import WindowSet
+
+    windows = WindowSet.load(args.windows)
+    index = EmbeddingIndex.load(args.index)
+    queries = select_queries(windows.label, args.queries, args.every, windows.patient, args.patients)
+    queries = queries[: args.limit] if args.limit is not None else queries
+    rows = knn_rows(windows, index, queries, k=args.k, pool=args.pool, weighting=args.weighting, guard=args.guard)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / RESULTS).open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    settings = {"k": args.k, "pool": args.pool, "weighting": args.weighting, "guard": args.guard,
+                "queries": args.queries, "every": args.every, "embedder": index.embedder.get("type")}
+    (args.out / RUN_META).write_text(json.dumps({"config": {"variant": "knn", **settings}}, indent=2))
+    report = score_rows(rows)
+    print(f"k-NN vote ({args.pool}, k={args.k}, {args.weighting}) on {len(rows)} queries -> {args.out}")
+    print(f"macro BCA {100 * report.macro['bca']:.1f}  sensitivity {100 * report.macro['sensitivity']:.1f}  "
+          f"specificity {100 * report.macro['specificity']:.1f}")
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="ask a VLM about every query window (resumable, streamed to results.jsonl)")
+    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path, help="image folder (missing images are rendered)")
+    p.add_argument("--index", type=Path, default=None, help="embedding index (needed with references)")
+    p.add_argument("--out", required=True, type=Path, help="run folder; rerun the same command to resume")
+    p.add_argument("--force", action="store_true", help="resume even if the settings differ from run.json")
+    g = p.add_argument_group("prompt and retrieval")
+    g.add_argument("--variant", choices=("base", "reasoning", "reasoning_random", "raicl"), default="raicl")
+    g.add_argument("--k", type=int, default=2, help="reference images per class (default 2)")
+    g.add_argument("--seizure-mode", choices=("nearest", "representative", "random"), default="nearest")
+    g.add_argument("--background-mode", choices=("representative", "random"), default="representative")
+    g.add_argument("--order", choices=("paper", "patient_first"), default="paper",
+                   help="reference order; patient_first lets the local backend reuse a patient's prefix")
+    g.add_argument("--guard", type=float, default=0.0, help="seconds around the query excluded from references")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--template", type=Path, default=None, help="custom template file ([[TEST_IMAGE]], [[REFERENCES]])")
+    g.add_argument("--require-last-line", action="store_true", help="accept the decision on the last line only")
+    _queries(p)
+    b = p.add_argument_group("backend")
+    b.add_argument("--backend", choices=("http", "local"), default="http")
+    b.add_argument("--model", required=True,
+                   help="http: model name on the server; local: folder / hub id, or 'tiny:qwen2_vl' (random weights)")
+    b.add_argument("--max-tokens", type=int, default=2048, help="answer length limit (default 2048)")
+    b.add_argument("--temperature", type=float, default=0.0)
+    b.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="http: API root")
+    b.add_argument("--api-key-env", default="OPENAI_API_KEY", help="http: environment variable holding the key")
+    b.add_argument("--concurrency", type=int, default=1, help="http: requests in flight")
+    b.add_argument("--timeout", type=float, default=180.0, help="http: seconds per request")
+    b.add_argument("--max-attempts", type=int, default=3, help="http: attempts per query")
+    b.add_argument("--wait-429", type=float, default=15.0, help="http: first wait after HTTP 429 (s)")
+    b.add_argument("--wait-5xx", type=float, default=5.0, help="http: first wait after HTTP 5xx or a timeout (s)")
+    b.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="http: image encoding")
+    b.add_argument("--press", default="none", help="local: none, mixkv-snapkv, mixkv-adakv, snapkv, adakv")
+    b.add_argument("--budget", type=int, default=256, help="local: KV entries kept per head with --press")
+    b.add_argument("--no-prefix-reuse", action="store_true", help="local: do not reuse the cached prompt prefix")
+    b.add_argument("--device", default="cpu", help="local: torch device")
+    b.add_argument("--dtype", default="auto", help="local: torch dtype (auto, float32, bfloat16, float16)")
+    _common(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _make_backend(args):
+    if args.backend == "http":
+        from omnipress.eeg.backends.http import OpenAIChatBackend
+
+        return OpenAIChatBackend(
+            args.base_url,
+            args.model,
+            api_key_env=args.api_key_env or None,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            max_attempts=args.max_attempts,
+            wait_429=args.wait_429,
+            wait_5xx=args.wait_5xx,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            image_format=args.image_format,
+        )
+    from omnipress.eeg.backends.local import LocalVLMBackend, make_press
+
+    press = make_press(args.press, args.budget)
+    return LocalVLMBackend.from_pretrained(
+        args.model,
+        press=press,
+        prefix_reuse=not args.no_prefix_reuse,
+        max_new_tokens=args.max_tokens,
+        device=args.device,
+        dtype=args.dtype,
+    )
+
+
+def _cmd_run(args) -> int:
+    from omnipress.eeg.embed import EmbeddingIndex
+    from omnipress.eeg.prompts import load_template
+    from omnipress.eeg.run import RunConfig, run
+    from omnipress.eeg.windows import WindowSet
+
+    config = RunConfig(
+        variant=args.variant, k=args.k, seizure_mode=args.seizure_mode, background_mode=args.background_mode,
+        order=args.order, guard=args.guard, queries=args.queries, every=args.every, patients=args.patients,
+        limit=args.limit, seed=args.seed, require_last_line=args.require_last_line,
+        template=load_template(args.template) if args.template else None,
+    )
+    windows = WindowSet.load(args.windows)
+    index = EmbeddingIndex.load(args.index) if args.index is not None else None
+    with _make_backend(args) as backend:
+        summary = run(windows, backend, args.out, images=args.images, index=index, config=config,
+                      progress=not args.quiet, force=args.force)
+    print(summary)
+    for message in summary.error_messages:
+        print(f"failed request: {message}", file=sys.stderr)
+    return 0 if summary.remaining == 0 else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# score
+# --------------------------------------------------------------------------------------------------
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="per-patient BCA, sensitivity, specificity, F1, events, false alarms/h")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders or results.jsonl files")
+    p.add_argument("--merge-gap", type=float, default=0.0, help="seconds between windows merged into one event")
+    p.add_argument("--unparsable", choices=("exclude", "wrong"), default="exclude",
+                   help="exclude unparsable answers from window metrics (RAICL) or count them as wrong")
+    p.add_argument("--json", type=Path, default=None, help="write the report as JSON (one run only)")
+    p.add_argument("--plots", type=Path, default=None, help="write confusion, per-patient and example plots here")
+    p.add_argument("--images", type=Path, default=None, help="image folder for the example plot")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args) -> int:
+    from omnipress.eeg.score import load_results, score_rows
+
+    if (args.json or args.plots) and len(args.runs) > 1:
+        raise ValueError("--json and --plots take a single run")
+    summary = []
+    for path in args.runs:
+        rows = load_results(path)
+        report = score_rows(rows, merge_gap=args.merge_gap, unparsable=args.unparsable)
+        print(f"## {path}\n\n{report.to_markdown()}\n")
+        m = report.macro
+        summary.append((str(path), m["bca"], m["sensitivity"], m["specificity"], m["unparsable_rate"], len(rows)))
+        if args.json:
+            report.save(args.json)
+        if args.plots:
+            from omnipress.eeg.plots import plot_run
+
+            images = args.images or _images_from_meta(path)
+            for out in plot_run(report, rows, args.plots, images):
+                print(f"plot: {out}")
+    if len(summary) > 1:
+        print("| run | macro BCA | sens | spec | unparsable | n |\n|---|---|---|---|---|---|")
+        for name, bca, sens, spec, unp, n in summary:
+            print(f"| {name} | {100 * bca:.1f} | {100 * sens:.1f} | {100 * spec:.1f} | {100 * unp:.1f} | {n} |")
+    return 0
+
+
+def _images_from_meta(path: Path) -> Path | None:
+    meta_path = (path if path.is_dir() else path.parent) / "run.json"
+    if meta_path.exists():
+        images = json.loads(meta_path.read_text()).get("images")
+        return Path(images) if images else None
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""omnipress.testing: tiny models of every family run forward and generate on real media."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import transformers as T
+
+from omnipress.adapters import get_adapter
+from omnipress.testing import (
+    FAMILIES,
+    SPECIAL_TOKENS,
+    MediaUnavailableError,
+    local_tokenizer,
+    real_image,
+    real_speech,
+    real_video_frames,
+    tiny_config,
+    tiny_inputs,
+    tiny_model,
+    tiny_processor,
+    token_id,
+)
+
+RICH_MEDIA = {
+    "qwen2_vl": dict(video_frames=4),
+    "qwen2_5_vl": dict(video_frames=4),
+    "qwen3_vl": dict(video_frames=4),
+    "llava_onevision": dict(video_frames=2),
+    "qwen2_5_omni": dict(video_frames=2, audio=True),
+}
+EXPECTED_SPANS = {
+    "llama": set(),
+    "qwen2": set(),
+    "qwen3": set(),
+    "qwen2_vl": {"image", "video"},
+    "qwen2_5_vl": {"image", "video"},
+    "qwen3_vl": {"image", "video"},
+    "llava": {"image"},
+    "llava_onevision": {"image", "video"},
+    "qwen2_audio": {"audio"},
+    "qwen2_5_omni": {"image", "video", "audio"},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_model_runs_forward_and_generate_on_real_media(family):
+    start = time.perf_counter()
+    model = tiny_model(family)
+    assert not model.training
+    inputs = tiny_inputs(family, model, **RICH_MEDIA.get(family, {}))
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        out = get_adapter(model).generation_model.generate(**inputs, max_new_tokens=3, min_new_tokens=3)
+    assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
+    assert out.shape == (1, inputs["input_ids"].shape[1] + 3)
+    spans = get_adapter(model).spans(**inputs)
+    assert set(spans.summary()) - {"text"} == EXPECTED_SPANS[family]
+    assert time.perf_counter() - start < 10
+
+
+def test_overrides_seed_and_attention():
+    model = tiny_model("qwen2_vl", num_hidden_layers=4, attn_implementation="eager", seed=3)
+    assert len(model.model.language_model.layers) == 4
+    assert model.config.text_config._attn_implementation == "eager"
+    again = tiny_model("qwen2_vl", num_hidden_layers=4, attn_implementation="eager", seed=3)
+    other = tiny_model("qwen2_vl", num_hidden_layers=4, seed=4)
+    for (name, a), (_, b), (_, c) in zip(model.state_dict().items(), again.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, c) for a, c in zip(model.parameters(), other.parameters()))
+    # eager attention returns attention maps
+    inputs = tiny_inputs("qwen2_vl", model)
+    with torch.no_grad():
+        attentions = model(**inputs, output_attentions=True).attentions
+    assert len(attentions) == 4 and attentions[0].shape[-1] == inputs["input_ids"].shape[1]
+
+
+def test_wider_models_keep_mrope_consistent():
+    config = tiny_config("qwen3_vl", hidden_size=128, num_attention_heads=4, num_key_value_heads=2)
+    assert sum(config.text_config.rope_parameters["mrope_section"]) == 32 // 2 == config.text_config.head_dim // 2
+    model = tiny_model("qwen3_vl", hidden_size=128)
+    inputs = tiny_inputs("qwen3_vl", model, video_frames=2)
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=2)
+
+
+def test_unknown_family():
+    with pytest.raises(ValueError, match="unknown family 'gpt2'.*qwen2_vl"):
+        tiny_model("gpt2")
+
+
+def test_local_tokenizer():
+    tok = local_tokenizer()
+    assert len(tok) == 256 + len(SPECIAL_TOKENS)
+    assert tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == [token_id(t) for t in SPECIAL_TOKENS]
+    text = "Grüße, 世界!"
+    assert tok.decode(tok(text)["input_ids"]) == text
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
+    llava = local_tokenizer("llava").apply_chat_template(messages, tokenize=False)
+    assert llava == "<|im_start|>user\n<image>\nHi<|im_end|>\n"
+
+
+def test_tiny_processor_kinds():
+    assert isinstance(tiny_processor("llava"), T.LlavaProcessor)
+    assert isinstance(tiny_processor("qwen2_audio"), T.Qwen2AudioProcessor)
+    for family in ("qwen2_vl", "qwen3_vl", "llava_onevision", "qwen2_5_omni", "llama"):
+        assert isinstance(tiny_processor(family), T.PreTrainedTokenizerFast)
+
+
+def test_real_media():
+    image = real_image("coffee", (100, 150))
+    assert image.mode == "RGB" and image.size == (150, 100)
+    assert real_image("camera").mode == "RGB"  # grayscale photo converted
+    with pytest.raises(ValueError, match="no image"):
+        real_image("not_an_image")
+    frames, times = real_video_frames(3, (56, 84))
+    assert len(frames) == 3 and frames[0].size == (84, 56) and times == [0.0, 0.5, 1.0]
+    assert np.abs(np.asarray(frames[0], float) - np.asarray(frames[2], float)).mean() > 0.5  # the frames move
+    try:
+        speech = real_speech()
+    except MediaUnavailableError as reason:
+        pytest.skip(str(reason))
+    assert speech.dtype == np.float32 and speech.ndim == 1 and 0.05 < np.abs(speech).max() <= 1.0
