@@ -75,7 +75,7 @@ def test_packed_cache_that_keeps_everything_decodes_bit_identically(family_model
 
 
 def test_compressing_press_generates_with_the_budget(family_model):
-    family, model, inputs = family_model
+    _, model, inputs = family_model
     budget = 16
     press = op.SnapKV(budget=budget, window=4)
     with press(model):
