@@ -68,7 +68,7 @@ def test_overrides_seed_and_attention():
     assert model.config.text_config._attn_implementation == "eager"
     again = tiny_model("qwen2_vl", num_hidden_layers=4, attn_implementation="eager", seed=3)
     other = tiny_model("qwen2_vl", num_hidden_layers=4, seed=4)
-    for (name, a), (_, b), (_, c) in zip(model.state_dict().items(), again.state_dict().items(), other.state_dict().items()):
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
     assert any(not torch.equal(a, c) for a, c in zip(model.parameters(), other.parameters()))
     # eager attention returns attention maps
@@ -88,7 +88,7 @@ def test_wider_models_keep_mrope_consistent():
 
 
 def test_unknown_family():
-    with pytest.raises(ValueError, match="unknown family 'gpt2'.*qwen2_vl"):
+    with pytest.raises(ValueError, match=r"unknown family 'gpt2'.*qwen2_vl"):
         tiny_model("gpt2")
 
 
@@ -100,7 +100,9 @@ def test_local_tokenizer():
     assert tok.decode(tok(text)["input_ids"]) == text
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert prompt == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        prompt == "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n"
+    )
     llava = local_tokenizer("llava").apply_chat_template(messages, tokenize=False)
     assert llava == "<|im_start|>user\n<image>\nHi<|im_end|>\n"
 
@@ -126,3 +128,23 @@ def test_real_media():
     except MediaUnavailableError as reason:
         pytest.skip(str(reason))
     assert speech.dtype == np.float32 and speech.ndim == 1 and 0.05 < np.abs(speech).max() <= 1.0
+
+
+def test_fallback_media_without_the_shared_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("OMNIPRESS_DATA", str(tmp_path))  # an empty data folder
+    frames, times = real_video_frames(4, (64, 64), fps=1.0)
+    assert times == [0.0, 1.0, 2.0, 3.0] and all(f.size == (64, 64) for f in frames)
+    assert np.abs(np.asarray(frames[0], float) - np.asarray(frames[3], float)).mean() > 1.0  # pan/zoom moves
+    try:
+        speech = real_speech()
+    except MediaUnavailableError as reason:
+        assert "no real speech found" in str(reason)
+    else:
+        assert speech.ndim == 1 and len(speech) > 16000  # /usr/share/sounds/alsa voice
+
+
+def test_tiny_inputs_checks_the_family():
+    with pytest.raises(ValueError, match="got a llava model"):
+        tiny_inputs("qwen2_vl", tiny_model("llava"))
+    with pytest.raises(ValueError, match="does not accept video"):
+        tiny_inputs("llava", tiny_model("llava"), video_frames=2)

@@ -21,6 +21,7 @@ of silently attending to the wrong entries.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers.cache_utils import CacheLayerMixin
@@ -250,3 +251,9 @@ def cache_kv_bytes(cache) -> int:
         elif getattr(layer, "keys", None) is not None and layer.keys.numel():
             total += _storage_bytes(layer.keys) + _storage_bytes(layer.values)
     return total
+
+
+def generated_cache(output: Any) -> Any:
+    """The cache of a `generate(..., return_dict_in_generate=True)` output (`past_key_values`, or `cache` in 5.24+)."""
+    cache = getattr(output, "past_key_values", None)
+    return cache if cache is not None else getattr(output, "cache", None)

@@ -9,8 +9,6 @@ from collections.abc import Callable
 
 import torch
 
-PRESSES: dict[str, Callable[..., object]] = {}
-
 
 def _presses() -> dict[str, Callable[[int], object]]:
     import omnipress as op
@@ -32,14 +30,14 @@ def _presses() -> dict[str, Callable[[int], object]]:
 def _run_once(model, inputs: dict, press, max_new_tokens: int) -> tuple[list[int], float, object]:
     from contextlib import nullcontext
 
-    from omnipress.cache import cache_kv_bytes
+    from omnipress.cache import cache_kv_bytes, generated_cache
 
     start = time.perf_counter()
     with torch.no_grad(), press(model) if press is not None else nullcontext():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, return_dict_in_generate=True)
     seconds = time.perf_counter() - start
     new = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
-    return new, seconds, cache_kv_bytes(out.past_key_values)
+    return new, seconds, cache_kv_bytes(generated_cache(out))
 
 
 def compare(family: str, press_names: list[str], budget: int, max_new_tokens: int, video_frames: int) -> str:

@@ -51,7 +51,6 @@ FAMILIES: tuple[str, ...] = (
     "qwen2_5_omni",
 )
 TEXT_FAMILIES = ("llama", "qwen2", "qwen3")
-QWEN_VISION_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni")
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -92,9 +91,7 @@ class MediaUnavailableError(unittest.SkipTest):
 def chat_template(placeholders: dict[str, str]) -> str:
     """A ChatML template (`<|im_start|>role\\n…<|im_end|>\\n`) writing `{"type": "image"|"video"|"audio"}` content
     items as the given placeholder strings."""
-    media = "".join(
-        f"{{%- elif item['type'] == '{kind}' -%}}{{{{ '{text}' }}}}" for kind, text in placeholders.items()
-    )
+    media = "".join(f"{{%- elif item['type'] == '{kind}' -%}}{{{{ '{text}' }}}}" for kind, text in placeholders.items())
     return (
         "{%- for message in messages -%}"
         "{{ '<|im_start|>' + message['role'] + '\\n' }}"
@@ -187,28 +184,63 @@ def tiny_config(family: str, **overrides: Any) -> Any:
         cls = {"llama": T.LlamaConfig, "qwen2": T.Qwen2Config, "qwen3": T.Qwen3Config}[family]
         return cls(**text)
     if family == "qwen2_vl":
-        vision = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=4, mlp_ratio=2, patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
-        return T.Qwen2VLConfig(text_config=dict(**text, rope_parameters=rope), vision_config={**vision, **vision_over},
-                               **qwen_ids)  # fmt: skip
+        vision = dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=hidden,
+            num_heads=4,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
+        return T.Qwen2VLConfig(
+            text_config=dict(**text, rope_parameters=rope), vision_config={**vision, **vision_over}, **qwen_ids
+        )
     if family == "qwen2_5_vl":
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=hidden,
-                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                      fullatt_block_indexes=[1])  # fmt: skip
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=4,
+            out_hidden_size=hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
+        )
         return T.Qwen2_5_VLConfig(
             text_config=dict(**text, rope_parameters=rope), vision_config={**vision, **vision_over}, **qwen_ids
         )
     if family == "qwen3_vl":
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=hidden,
-                      patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=144,
-                      deepstack_visual_indexes=[0])  # fmt: skip
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=4,
+            out_hidden_size=hidden,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=144,
+            deepstack_visual_indexes=[0],
+        )
         rope3 = dict(rope, rope_theta=5e6, mrope_interleaved=True)
         return T.Qwen3VLConfig(
             text_config=dict(**text, rope_parameters=rope3), vision_config={**vision, **vision_over}, **qwen_ids
         )
     if family == "llava":
-        vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, image_size=336, patch_size=14, projection_dim=32)  # fmt: skip
+        vision = dict(
+            model_type="clip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=336,
+            patch_size=14,
+            projection_dim=32,
+        )
         return T.LlavaConfig(
             vision_config={**vision, **vision_over},
             text_config=dict(model_type="llama", **text),
@@ -218,8 +250,16 @@ def tiny_config(family: str, **overrides: Any) -> Any:
             image_seq_length=576,
         )
     if family == "llava_onevision":
-        vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, image_size=LLAVA_OV_SIDE, patch_size=14, vision_use_head=False)  # fmt: skip
+        vision = dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=LLAVA_OV_SIDE,
+            patch_size=14,
+            vision_use_head=False,
+        )
         vision.update(vision_over)
         side = vision["image_size"]
         pinpoints = [[side * i, side * j] for i in range(1, 4) for j in range(1, 4)]
@@ -232,16 +272,31 @@ def tiny_config(family: str, **overrides: Any) -> Any:
             vision_feature_select_strategy="full",
             image_grid_pinpoints=pinpoints,
         )
-    audio = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
-                 max_source_positions=1500)  # fmt: skip
+    audio = dict(
+        num_mel_bins=128,
+        encoder_layers=2,
+        encoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        d_model=32,
+        max_source_positions=1500,
+    )
     audio.update(audio_over)
     if family == "qwen2_audio":
         return T.Qwen2AudioConfig(
             audio_config=audio, text_config=dict(model_type="qwen2", **text), audio_token_index=token_id("<|AUDIO|>")
         )
     # qwen2_5_omni (thinker)
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=hidden,
-                  fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=4,
+        out_hidden_size=hidden,
+        fullatt_block_indexes=[1],
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
     config = T.Qwen2_5OmniThinkerConfig(
         audio_config={"output_dim": hidden, "n_window": 100, **audio},
         vision_config={**vision, **vision_over},
@@ -425,6 +480,8 @@ def tiny_inputs(
     from .generation import build_inputs
 
     adapter = get_adapter(model)
+    if adapter.family != family:
+        raise ValueError(f"tiny_inputs for {family!r} got a {adapter.family} model ({type(model).__name__})")
     images = [real_image("astronaut", IMAGE_SIZES.get(family, DEFAULT_IMAGE_SIZE))] if image else []
     if "image" not in adapter.modalities:
         images = []

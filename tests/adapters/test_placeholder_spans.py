@@ -77,7 +77,7 @@ def test_count_mismatch_and_split_groups_raise():
 def test_expand_placeholders():
     ids = [1, 9, 2, 9, 3]
     assert expand_placeholders(ids, 9, [[9, 9], [9]], modality="image") == [1, 9, 9, 2, 9, 3]
-    with pytest.raises(ValueError, match="2 image placeholder.*1 image input"):
+    with pytest.raises(ValueError, match=r"2 image placeholder.*1 image input"):
         expand_placeholders(ids, 9, [[9]], modality="image")
     # a start/end pair written around the placeholder is dropped when the replacement brings its own
     wrapped = [1, 5, 9, 6, 2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -47,7 +49,7 @@ def test_qwen_video_is_one_block_split_into_frame_groups(family):
     video = spans.of("video")
     assert t == 3 and [s.frame for s in video] == [0, 1, 2]
     assert all(s.length == h * w // 4 and s.item == 0 for s in video)
-    assert all(a.end == b.start for a, b in zip(video, video[1:]))  # one contiguous block
+    assert all(a.end == b.start for a, b in itertools.pairwise(video))  # one contiguous block
     assert spans.count("image") == int(inputs["image_grid_thw"].prod()) // 4
 
 
@@ -60,7 +62,7 @@ def test_qwen3_vl_video_frame_groups_are_separated_by_timestamps():
     video = spans.of("video")
     assert [s.frame for s in video] == list(range(t)) == [0, 1]
     tok = local_tokenizer()
-    for a, b in zip(video, video[1:]):
+    for a, b in itertools.pairwise(video):
         between = tok.decode(ids[a.end : b.start])
         assert between.startswith("<|vision_end|><") and "seconds>" in between
     for s in video:
@@ -102,12 +104,17 @@ def test_qwen2_audio_spans_agree_with_qwen2_audio_processor():
     assert all(ids[s.start - 1] == token_id("<|audio_bos|>") and ids[s.end] == token_id("<|audio_eos|>") for s in audio)
 
 
-@pytest.mark.parametrize("aspect", ["anyres_max_9", "anyres_max_2"])
-def test_llava_onevision_image_tokens_match_the_model_packing(aspect):
+@pytest.mark.parametrize(
+    "aspect, sizes",
+    [
+        ("anyres_max_9", [(168, 224), (60, 500), (500, 60), (300, 301), (90, 120)]),
+        ("anyres_max_2", [(336, 336), (224, 168)]),  # more tiles than allowed: the features are downscaled
+    ],
+)
+def test_llava_onevision_image_tokens_match_the_model_packing(aspect, sizes):
     model = tiny_model("llava_onevision")
     model.config.vision_aspect_ratio = aspect
     adapter = get_adapter(model)
-    sizes = [(168, 224), (224, 168), (60, 500), (500, 60), (336, 336), (300, 301), (90, 120)]
     images = [real_image("rocket", s) for s in sizes]
     inputs = build_inputs(model, local_tokenizer("llava_onevision"), text="x", images=images[:1])
     assert adapter.spans(**inputs).count("image") == adapter.tokens_per_image(*sizes[0])
@@ -165,8 +172,12 @@ def test_omni_audio_interleaved_with_video():
     assert [s.length for s in spans.of("audio")] == [50, 50, 50, 25]
     assert {s.item for s in spans.of("audio")} == {0}
     assert [s.frame for s in spans.of("video")] == [0, 1, 2, 3]
+    captured = []
+    handle = model.register_forward_pre_hook(lambda _m, _a, kwargs: captured.append(kwargs), with_kwargs=True)
     with torch.no_grad():
-        model(**inputs)  # the model's M-RoPE index accepts the layout
+        model.generate(**inputs, max_new_tokens=1)  # the model's M-RoPE index accepts the layout
+    handle.remove()
+    assert adapter.spans(**captured[0]).spans == spans.spans  # also from generate's encoder outputs
 
 
 def test_mismatched_placeholders_raise():
@@ -179,7 +190,7 @@ def test_mismatched_placeholders_raise():
     other = {k: v for k, v in inputs.items() if k != "input_ids"}
     with pytest.raises(ValueError, match="image placeholder tokens but image_grid_thw require"):
         adapter.spans(short, **other)
-    with pytest.raises(ValueError, match="no video_grid_thw"):
+    with pytest.raises(ValueError, match="neither video_grid_thw nor mm_encoder_outputs"):
         adapter.spans(ids, image_grid_thw=inputs["image_grid_thw"])
     with pytest.raises(ValueError, match=r"\(seq,\) or \(1, seq\)"):
         adapter.spans(ids.expand(2, -1), **other)
@@ -187,6 +198,42 @@ def test_mismatched_placeholders_raise():
     audio_inputs = tiny_inputs("qwen2_audio", audio.model)
     with pytest.raises(ValueError, match="feature_attention_mask"):
         audio.spans(audio_inputs["input_ids"])
+
+
+@pytest.mark.parametrize(
+    "family, media",
+    [
+        ("qwen2_vl", dict(video_frames=6)),
+        ("qwen2_5_vl", dict(video_frames=4)),
+        ("qwen3_vl", dict(video_frames=6)),
+        ("llava", {}),
+        ("llava_onevision", dict(video_frames=3)),
+        ("qwen2_5_omni", dict(video_frames=4, audio=True)),
+    ],
+)
+def test_spans_inside_generate_match_the_spans_of_the_inputs(family, media):
+    """`generate` runs the encoders first and passes `mm_encoder_outputs` (no pixels, no grids) to the prefill:
+    the spans from those arguments equal the spans of the original inputs."""
+    model = tiny_model(family)
+    adapter = get_adapter(model)
+    inputs = tiny_inputs(family, model, **media)
+    captured = []
+    handle = model.register_forward_pre_hook(lambda _m, _a, kwargs: captured.append(kwargs), with_kwargs=True)
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=1)
+    handle.remove()
+    prefill = captured[0]
+    assert "mm_encoder_outputs" in prefill and "image_grid_thw" not in prefill and "pixel_values" not in prefill
+    assert adapter.spans(**prefill).spans == adapter.spans(**inputs).spans
+
+
+def test_video_frames_without_grid_need_positions():
+    model = tiny_model("qwen2_vl")
+    inputs = tiny_inputs("qwen2_vl", model, image=False, video_frames=2)
+    with torch.no_grad():
+        encoded = model.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
+    with pytest.raises(ValueError, match="needs video_grid_thw or the M-RoPE position_ids"):
+        get_adapter(model).spans(inputs["input_ids"], mm_encoder_outputs={"video": encoded})
 
 
 def test_text_spans_are_empty():

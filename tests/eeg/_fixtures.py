@@ -25,7 +25,7 @@ def make_windowset(
     """
     rng = np.random.default_rng(seed)
     channels = pair_names()
-    n_samples = int(round(duration * sfreq))
+    n_samples = round(duration * sfreq)
     stride = duration if stride is None else stride
     t = np.arange(n_samples) / sfreq
     data, patient, recording, start, label = [], [], [], [], []
@@ -82,7 +82,7 @@ class ChatServer:
             def log_message(self, *args):  # keep test output clean
                 return
 
-            def do_POST(self):  # noqa: N802 (http.server API)
+            def do_POST(self):
                 import json
                 import time
 

@@ -103,10 +103,10 @@ def test_timeouts_are_retried_then_reported(prompt):
     with ChatServer(slow_then_fast) as server, _backend(server, timeout=0.3) as backend:
         answer = backend.generate(prompt)
         assert answer.ok and answer.attempts == 2
-    with ChatServer(lambda n, p: (200, ChatServer.completion("x"), {}, 1.0)) as server:
-        with _backend(server, timeout=0.2, max_attempts=2) as backend:
-            answer = backend.generate(prompt)
-            assert not answer.ok and answer.attempts == 2 and "timeout" in answer.error
+    hanging = ChatServer(lambda n, p: (200, ChatServer.completion("x"), {}, 1.0))
+    with hanging as server, _backend(server, timeout=0.2, max_attempts=2) as backend:
+        answer = backend.generate(prompt)
+        assert not answer.ok and answer.attempts == 2 and "timeout" in answer.error
 
 
 def test_client_errors(prompt, monkeypatch):

@@ -15,7 +15,7 @@ from omnipress.eeg.embed import (
     windows_fingerprint,
 )
 from omnipress.eeg.features import FEATURE_NAMES, signal_features
-from omnipress.eeg.render import ImageStore, Renderer, RenderConfig
+from omnipress.eeg.render import ImageStore, RenderConfig, Renderer
 from tests.eeg._fixtures import make_windowset
 
 
@@ -26,10 +26,21 @@ def tiny_clip_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     cfg = CLIPConfig(
-        text_config={"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                     "num_attention_heads": 2},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 64, "patch_size": 16},
+        text_config={
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
         projection_dim=16,
     )
     path = tmp_path_factory.mktemp("clip")

@@ -27,9 +27,9 @@ def _reference(index: EmbeddingIndex, q: int, k: int, pool: str, weighting: str)
     n = len(index)
     allowed = []
     for i in range(n):
-        if index.patient[i] != index.patient[q]:
-            allowed.append(i)
-        elif pool == "raicl" and index.label[i] == 0 and i != q and abs(index.start[i] - index.start[q]) >= 4.0:
+        if index.patient[i] != index.patient[q] or (
+            pool == "raicl" and index.label[i] == 0 and i != q and abs(index.start[i] - index.start[q]) >= 4.0
+        ):
             allowed.append(i)
     # RAICL's background pool is past-first: keep the patient's past background unless fewer than 1 exists
     if pool == "raicl":

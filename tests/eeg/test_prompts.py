@@ -41,8 +41,9 @@ def test_raicl_reference_order_and_labels():
     # paper order: 2nd-nearest seizure, nearest seizure, then the two backgrounds, then the test image
     assert [img.window for img in prompt.images] == [11, 10, 20, 21, 50]
     text = prompt.text()
-    assert text.index("Reference Image 1:\n<image>\nLabel: SEIZURE.") < text.index("Reference Image 3:\n<image>\n"
-                                                                                  "Label: NON-SEIZURE.")
+    assert text.index("Reference Image 1:\n<image>\nLabel: SEIZURE.") < text.index(
+        "Reference Image 3:\n<image>\nLabel: NON-SEIZURE."
+    )
     assert "same patient" in text
     first = build_prompt("raicl", TEST, SZ, NS, order="patient_first")
     assert [img.window for img in first.images] == [20, 21, 11, 10, 50]
@@ -88,7 +89,10 @@ def test_custom_template(tmp_path):
         ("FINAL DECISION : SEIZURE  ", SEIZURE),
         ("> FINAL DECISION: `SEIZURE`", SEIZURE),
         # the last decision line wins
-        ("FINAL DECISION: SEIZURE\nOn reflection the pattern is an artefact.\nFINAL DECISION: NON-SEIZURE", NON_SEIZURE),
+        (
+            "FINAL DECISION: SEIZURE\nOn reflection the pattern is an artefact.\nFINAL DECISION: NON-SEIZURE",
+            NON_SEIZURE,
+        ),
         # a decision followed by a closing line still counts (not the default strict-last-line mode)
         ("FINAL DECISION: SEIZURE\n```", SEIZURE),
         # echoing the instruction (both options on one line) is not a decision

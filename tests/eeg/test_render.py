@@ -8,8 +8,8 @@ from PIL import Image
 
 from omnipress.eeg.render import (
     ImageStore,
-    Renderer,
     RenderConfig,
+    Renderer,
     channel_colors,
     clip_view,
     fixed_scale,
@@ -121,7 +121,7 @@ def test_vlm_image_has_labels_and_axis():
     ws = make_windowset(patients=1, per_patient=2)
     vlm = np.asarray(Renderer(RenderConfig(kind="vlm", size=512)).render(ws.data[0], ws.channels, ws.sfreq))
     vision = np.asarray(Renderer(RenderConfig(kind="vision", size=512)).render(ws.data[0], ws.channels, ws.sfreq))
-    dark = lambda a: (a.max(axis=-1) < 80)  # noqa: E731  black text / spines
+    dark = lambda a: a.max(axis=-1) < 80  # noqa: E731  black text / spines
     assert dark(vlm[:, :40]).sum() > 200  # channel names on the left
     assert dark(vlm[-60:]).sum() > 100  # time axis at the bottom
     assert dark(vision).sum() == 0  # axis-free: no black pixels at all

@@ -27,14 +27,31 @@ def _hand_built() -> EmbeddingIndex:
     """Patient A (rows 0-9) is tested; B, C, D provide seizures. Vectors are angles in the x-y plane."""
     rows = [
         # patient A: background spread around 40 deg; rows 5, 6 = A's own seizures; 9 = future background
-        ("A", 0, 10), ("A", 0, 35), ("A", 0, 42), ("A", 0, 38), ("A", 0, 75),
-        ("A", 1, 120), ("A", 1, 121), ("A", 0, 60), ("A", 0, 120), ("A", 0, 120),
+        ("A", 0, 10),
+        ("A", 0, 35),
+        ("A", 0, 42),
+        ("A", 0, 38),
+        ("A", 0, 75),
+        ("A", 1, 120),
+        ("A", 1, 121),
+        ("A", 0, 60),
+        ("A", 0, 120),
+        ("A", 0, 120),
         # patient B seizures around 100 (medoid 100), background
-        ("B", 1, 90), ("B", 1, 100), ("B", 1, 110), ("B", 0, 0),
+        ("B", 1, 90),
+        ("B", 1, 100),
+        ("B", 1, 110),
+        ("B", 0, 0),
         # patient C seizures around 130 (medoid 130)
-        ("C", 1, 128), ("C", 1, 130), ("C", 1, 132), ("C", 0, 0),
+        ("C", 1, 128),
+        ("C", 1, 130),
+        ("C", 1, 132),
+        ("C", 0, 0),
         # patient D seizures around 170 (medoid 170)
-        ("D", 1, 165), ("D", 1, 170), ("D", 1, 175), ("D", 0, 5),
+        ("D", 1, 165),
+        ("D", 1, 170),
+        ("D", 1, 175),
+        ("D", 0, 5),
     ]
     patient = [r[0] for r in rows]
     label = [r[1] for r in rows]
@@ -61,8 +78,9 @@ def test_raicl_selection_on_hand_built_embeddings():
     # background: past pool of A = rows 0,1,2,3,4,7 (angles 10,35,42,38,75,60); centroid ~43 deg -> 2 (42), 3 (38)
     assert sel.background == [2, 3]
     assert sel.background_source == "same-patient"
-    np.testing.assert_allclose(sel.seizure_distance, [1 - np.cos(np.deg2rad(10)), 1 - np.cos(np.deg2rad(20))],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        sel.seizure_distance, [1 - np.cos(np.deg2rad(10)), 1 - np.cos(np.deg2rad(20))], atol=1e-5
+    )
     # never the query, never A's own seizures (rows 5, 6 lie at the query's angle), never the future row 9
     for q in range(10):
         if index.label[q] == 1:
@@ -147,8 +165,11 @@ def _reference_select(index: EmbeddingIndex, q: int, k: int):
     medoids = [m for _, _, m in sorted((1 - v[m] @ v[q], j, m) for j, m in enumerate(medoids))]
     seizure = (medoids[:k] + [medoids[0]] * k)[:k]
     bg = [
-        i for i in range(len(index))
-        if index.patient[i] == p and index.label[i] == 0 and i != q
+        i
+        for i in range(len(index))
+        if index.patient[i] == p
+        and index.label[i] == 0
+        and i != q
         and not (index.recording[i] == index.recording[q] and abs(index.start[i] - index.start[q]) < index.duration)
     ]
     pool = [i for i in bg if i < q]

@@ -79,14 +79,21 @@ def test_resume_refuses_other_settings(cohort, tmp_path):
     with ChatServer() as server, _backend(server) as backend:
         run(ws, backend, tmp_path, images=root / "images", index=index, config=RunConfig(limit=2), progress=False)
         with pytest.raises(ValueError, match="different settings"):
-            run(ws, backend, tmp_path, images=root / "images", index=index,
-                config=RunConfig(variant="base", limit=2), progress=False)
+            run(
+                ws,
+                backend,
+                tmp_path,
+                images=root / "images",
+                index=index,
+                config=RunConfig(variant="base", limit=2),
+                progress=False,
+            )
         with pytest.raises(ValueError, match="needs an embedding index"):
             run(ws, backend, tmp_path / "other", images=root / "images", config=RunConfig(), progress=False)
 
 
 def test_failed_requests_are_logged_and_retried_on_resume(cohort, tmp_path):
-    ws, index, root = cohort
+    ws, _, root = cohort
     broken = {"on": True}
 
     def flaky(n, payload):
@@ -107,11 +114,18 @@ def test_failed_requests_are_logged_and_retried_on_resume(cohort, tmp_path):
 
 
 def test_too_many_consecutive_failures_stop_the_run(cohort, tmp_path):
-    ws, index, root = cohort
+    ws, _, root = cohort
     with ChatServer(lambda n, p: (503, {"error": "down"}, {}, 0.0)) as server, _backend(server, max_attempts=1) as b:
         with pytest.raises(RuntimeError, match="in a row"):
-            run(ws, b, tmp_path, images=root / "images", config=RunConfig(variant="base", queries="all"),
-                progress=False, max_consecutive_errors=4)
+            run(
+                ws,
+                b,
+                tmp_path,
+                images=root / "images",
+                config=RunConfig(variant="base", queries="all"),
+                progress=False,
+                max_consecutive_errors=4,
+            )
         assert len(server.requests) == 4
 
 
@@ -128,21 +142,48 @@ def test_truncated_last_line_is_repaired(tmp_path):
 
 def _cli(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "omnipress.eeg.cli", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "omnipress.eeg.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_killed_run_resumes_with_no_duplicates_and_no_gaps(cohort, tmp_path):
-    ws, index, root = cohort
+    _, _, root = cohort
     out = tmp_path / "run"
 
     def slow(n, payload):
         return 200, ChatServer.completion("Looks rhythmic.\nFINAL DECISION: SEIZURE"), {}, 0.08
 
     with ChatServer(slow) as server:
-        args = ["run", "--windows", str(root / "windows"), "--images", str(root / "images"), "--index",
-                str(root / "index"), "--out", str(out), "--backend", "http", "--base-url", server.base_url,
-                "--model", "stub", "--queries", "all", "--concurrency", "2", "--quiet", "--api-key-env", ""]
+        args = [
+            "run",
+            "--windows",
+            str(root / "windows"),
+            "--images",
+            str(root / "images"),
+            "--index",
+            str(root / "index"),
+            "--out",
+            str(out),
+            "--backend",
+            "http",
+            "--base-url",
+            server.base_url,
+            "--model",
+            "stub",
+            "--queries",
+            "all",
+            "--concurrency",
+            "2",
+            "--quiet",
+            "--api-key-env",
+            "",
+        ]
         proc = _cli(args)
         deadline = time.time() + 60
         results = out / RESULTS
@@ -157,8 +198,14 @@ def test_killed_run_resumes_with_no_duplicates_and_no_gaps(cohort, tmp_path):
         assert 8 <= len(partial) < 60
         with results.open("a") as f:  # simulate a crash in the middle of writing one more line
             f.write('{"window": 999, "label')
-        done = subprocess.run(proc.args, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            proc.args,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
     rows = read_jsonl(results)
     windows = [r["window"] for r in rows]

@@ -23,8 +23,15 @@ def _rows(patient, label, pred, start=None, recording=None, duration=4.0):
     start = start if start is not None else [4.0 * i for i in range(n)]
     recording = recording if recording is not None else [f"{patient}_r"] * n
     return [
-        {"window": f"{patient}{i}", "patient": patient, "recording": recording[i], "start": start[i],
-         "duration": duration, "label": label[i], "pred": pred[i]}
+        {
+            "window": f"{patient}{i}",
+            "patient": patient,
+            "recording": recording[i],
+            "start": start[i],
+            "duration": duration,
+            "label": label[i],
+            "pred": pred[i],
+        }
         for i in range(n)
     ]
 
@@ -50,8 +57,9 @@ def test_window_metrics_match_sklearn_per_patient():
         assert ps.n_unparsable == n_bad and ps.unparsable_rate == pytest.approx(n_bad / 40)
     assert report.macro["bca"] == pytest.approx(np.mean([p.bca for p in report.per_patient]))
     parsed = [r for r in rows if r["pred"] != -1]
-    assert report.pooled.bca == pytest.approx(balanced_accuracy_score([r["label"] for r in parsed],
-                                                                      [r["pred"] for r in parsed]))
+    assert report.pooled.bca == pytest.approx(
+        balanced_accuracy_score([r["label"] for r in parsed], [r["pred"] for r in parsed])
+    )
 
 
 def test_unparsable_policies_and_single_class_patients():
@@ -142,8 +150,10 @@ def test_plots_are_written(tmp_path):
             assert img.size[0] > 200 and np.asarray(img).std() > 0
     for i, name in enumerate(["q.png", "r1.png", "r2.png"]):
         Image.fromarray(np.full((20, 20, 3), 60 * i, np.uint8)).save(tmp_path / name)
-    refs = [{"image": "r1.png", "label": 1, "patient": "p1", "distance": 0.01},
-            {"image": "r2.png", "label": 0, "patient": "p0", "distance": 0.02}]
+    refs = [
+        {"image": "r1.png", "label": 1, "patient": "p1", "distance": 0.01},
+        {"image": "r2.png", "label": 0, "patient": "p0", "distance": 0.02},
+    ]
     ex_rows = [{**rows[i], "window_id": f"w{i}", "image": "q.png", "references": refs} for i in range(5)]
     out = plot_examples(ex_rows, tmp_path, tmp_path / "ex.png", n=3)
     with Image.open(out) as img:

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 import omnipress as op
 from omnipress.adapters import UnsupportedModelError, get_adapter
-from omnipress.cache import PackedLayer, cache_kv_bytes
+from omnipress.cache import PackedLayer, cache_kv_bytes, generated_cache
 from omnipress.kv.session import capture_prefill, compress_captured
 from omnipress.testing import FAMILIES, tiny_inputs, tiny_model
 
@@ -85,10 +85,10 @@ def test_compressing_press_generates_with_the_budget(family_model):
     assert report.compressed and report.prompt_tokens == n_prompt
     assert all(k == budget for s in report.layers for k in s.kept_per_head)
     n_new = out.sequences.shape[1] - n_prompt
-    for layer in out.past_key_values.layers:
+    for layer in generated_cache(out).layers:
         assert isinstance(layer, PackedLayer)
         assert layer.kept_per_head == [budget + n_new - 1] * len(layer.kept_per_head)
-    assert report.kv_bytes_after == sum(s.tokens_after for s in report.layers) * _entry_bytes(out.past_key_values)
+    assert report.kv_bytes_after == sum(s.tokens_after for s in report.layers) * _entry_bytes(generated_cache(out))
 
 
 def _entry_bytes(cache) -> int:
@@ -115,7 +115,7 @@ def test_decoding_equals_full_cache_with_evicted_entries_masked(family, press):
     n_prompt = inputs["input_ids"].shape[1]
     with press(model):
         out = _generate(model, inputs)
-    keep = ref.keep_masks_from_cache(out.past_key_values, n_prompt)
+    keep = ref.keep_masks_from_cache(generated_cache(out), n_prompt)
     assert any(not bool(k.all()) for k in keep.values())
     ref.install(keep)
     text_config = model.config.get_text_config()
@@ -287,7 +287,7 @@ def test_unpadded_batch_compresses_each_row():
     press = op.AdaKV(budget=16, window=4)
     with press(model):
         out = _generate(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, n=3)
-    layer = out.past_key_values.layers[0]
+    layer = generated_cache(out).layers[0]
     assert layer.batch_size == 2 and len(layer.kept_per_head) == 2 * layer.num_heads
     for row in range(2):
         with press(model):

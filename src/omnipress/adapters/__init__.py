@@ -4,7 +4,7 @@
 
 | family | model classes |
 |---|---|
-| llama, qwen2, qwen3 | `LlamaForCausalLM` (also loaded from GGUF), `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, bare `*Model` |
+| llama, qwen2, qwen3 | `LlamaForCausalLM` (also from GGUF), `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, bare `*Model` |
 | qwen2_vl, qwen2_5_vl, qwen3_vl | `*ForConditionalGeneration`, `*Model` |
 | llava, llava_onevision | `LlavaForConditionalGeneration`, `LlavaOnevisionForConditionalGeneration`, bare `*Model` |
 | qwen2_audio | `Qwen2AudioForConditionalGeneration`, `Qwen2AudioModel` |
@@ -68,8 +68,8 @@ __all__ = [
     "LlavaOnevisionAdapter",
     "MRopeAdapter",
     "ModelAdapter",
-    "Qwen2AudioAdapter",
     "Qwen2Adapter",
+    "Qwen2AudioAdapter",
     "Qwen2VLAdapter",
     "Qwen2_5OmniAdapter",
     "Qwen2_5_VLAdapter",

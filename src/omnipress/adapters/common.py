@@ -163,6 +163,24 @@ def sequence_ids(input_ids: torch.Tensor) -> torch.Tensor:
     )
 
 
+def encoder_output_counts(model_inputs: dict[str, Any], modality: str) -> list[int] | None:
+    """Tokens per item from pre-computed encoder outputs, or `None` when there are none.
+
+    Inside `generate`, transformers 5.x runs the vision encoders before the prefill and passes their outputs as
+    `mm_encoder_outputs={"image": ..., "video": ...}` instead of the pixels and grids; `pooler_output` holds one
+    `(tokens, dim)` tensor per item, or a `(items, tokens, dim)` tensor.
+    """
+    output = (model_inputs.get("mm_encoder_outputs") or {}).get(modality)
+    if output is None:
+        return None
+    pooled = output.pooler_output if hasattr(output, "pooler_output") else output
+    if isinstance(pooled, (list, tuple)):
+        return [int(item.shape[0]) for item in pooled]
+    if pooled.dim() == 3:
+        return [int(pooled.shape[1])] * int(pooled.shape[0])
+    return [int(pooled.shape[0])]
+
+
 def expand_placeholders(
     ids: Sequence[int],
     placeholder: int,

@@ -9,6 +9,9 @@ Token layout (ids read from the config):
   multi-image sample (`batch_num_images > 1`) each image is one crop: `p² + 1` tokens.
 - LLaVA-OneVision video: every frame is pooled 2×2 to `ceil(p/2)²` tokens, frames follow each other, and one newline
   token closes the video. `spans` gives one span per frame; the closing newline belongs to the last frame's span.
+
+`spans` reads `pixel_values` / `image_sizes` / `pixel_values_videos`, or the per-item `mm_encoder_outputs` that
+`generate` passes to the prefill instead.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..media.video import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, frames_to_tensor, normalize_frames
+from ..media.video import frames_to_tensor, normalize_frames
 from ..spans import ModalitySpans, spans_from_placeholders
-from .common import FamilyAdapter, expand_placeholders, sequence_ids
+from .common import FamilyAdapter, encoder_output_counts, expand_placeholders, sequence_ids
 
 HALF = (0.5, 0.5, 0.5)
 
@@ -67,14 +70,20 @@ class LlavaAdapter(_LlavaBase):
         ids = sequence_ids(input_ids)
         image_id = self.modality_token_ids["image"]
         pixel_values = model_inputs.get("pixel_values")
-        if pixel_values is None:
-            if bool((ids == image_id).any()):
-                raise ValueError(f"input_ids hold image placeholder tokens (id {image_id}) but no pixel_values")
-            groups: list[list[int]] = []
-        else:
+        source = "pixel_values"
+        if pixel_values is not None:
             height, width = pixel_values.shape[-2:]
             groups = [[self.tokens_per_image(int(height), int(width))]] * int(pixel_values.shape[0])
-        spans = spans_from_placeholders(ids == image_id, groups, "image", source="pixel_values")
+        elif (counts := encoder_output_counts(model_inputs, "image")) is not None:
+            groups, source = [[n] for n in counts], "mm_encoder_outputs"
+        elif bool((ids == image_id).any()):
+            raise ValueError(
+                f"input_ids hold image placeholder tokens (id {image_id}) but neither pixel_values nor "
+                "mm_encoder_outputs was given"
+            )
+        else:
+            groups = []
+        spans = spans_from_placeholders(ids == image_id, groups, "image", source=source)
         return ModalitySpans(int(ids.shape[0]), spans)
 
     def add_images(self, ids, images, image_processor):
@@ -116,39 +125,64 @@ class LlavaOnevisionAdapter(_LlavaBase):
             image_size=int(self.config.vision_config.image_size),
             patch_size=int(self.config.vision_config.patch_size),
             grid_pinpoints=[list(p) for p in self.config.image_grid_pinpoints],
-            max_tiles=int(str(getattr(self.config, "vision_aspect_ratio", "anyres_max_9")).strip("anyres_max_")),
+            max_tiles=int(str(getattr(self.config, "vision_aspect_ratio", "anyres_max_9")).removeprefix("anyres_max_")),
             multi_image=multi_image,
         )
 
     def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
         ids = sequence_ids(input_ids)
         tokens = self.modality_token_ids
+        image_groups, image_source = self._image_groups(ids, model_inputs)
+        video_groups, video_source = self._video_groups(ids, model_inputs)
+        spans = spans_from_placeholders(ids == tokens["image"], image_groups, "image", source=image_source)
+        spans += spans_from_placeholders(ids == tokens["video"], video_groups, "video", source=video_source)
+        return ModalitySpans(int(ids.shape[0]), spans)
+
+    def _image_groups(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[list[list[int]], str]:
+        image_id = self.modality_token_ids["image"]
         image_sizes = model_inputs.get("image_sizes")
-        if image_sizes is None:
-            if bool((ids == tokens["image"]).any()):
-                raise ValueError(f"input_ids hold image placeholder tokens (id {tokens['image']}) but no image_sizes")
-            image_groups: list[list[int]] = []
-        else:
+        if image_sizes is not None:
             sizes = torch.as_tensor(image_sizes).reshape(-1, 2).tolist()
             batch_num = model_inputs.get("batch_num_images")
-            multi = [n != 1 for n in torch.as_tensor(batch_num).tolist() for _ in range(n)] if batch_num is not None else [False] * len(sizes)
+            if batch_num is None:
+                multi = [False] * len(sizes)
+            else:
+                multi = [n != 1 for n in torch.as_tensor(batch_num).reshape(-1).tolist() for _ in range(n)]
             if len(multi) != len(sizes):
                 raise ValueError(f"batch_num_images covers {len(multi)} images but image_sizes has {len(sizes)}")
-            image_groups = [[self.tokens_per_image(h, w, multi_image=m)] for (h, w), m in zip(sizes, multi)]
+            groups = [[self.tokens_per_image(h, w, multi_image=m)] for (h, w), m in zip(sizes, multi)]
+            return groups, "image_sizes"
+        if (counts := encoder_output_counts(model_inputs, "image")) is not None:
+            return [[n] for n in counts], "mm_encoder_outputs"
+        if bool((ids == image_id).any()):
+            raise ValueError(
+                f"input_ids hold image placeholder tokens (id {image_id}) but neither image_sizes nor "
+                "mm_encoder_outputs was given"
+            )
+        return [], "image_sizes"
+
+    def _video_groups(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[list[list[int]], str]:
+        video_id = self.modality_token_ids["video"]
+        per_frame = self.tokens_per_video_frame
         videos = model_inputs.get("pixel_values_videos")
-        if videos is None:
-            if bool((ids == tokens["video"]).any()):
-                raise ValueError(
-                    f"input_ids hold video placeholder tokens (id {tokens['video']}) but no pixel_values_videos"
-                )
-            video_groups: list[list[int]] = []
+        if videos is not None:
+            counts, source = [int(videos.shape[1]) * per_frame + 1] * int(videos.shape[0]), "pixel_values_videos"
+        elif (counts := encoder_output_counts(model_inputs, "video")) is not None:
+            source = "mm_encoder_outputs"
+        elif bool((ids == video_id).any()):
+            raise ValueError(
+                f"input_ids hold video placeholder tokens (id {video_id}) but neither pixel_values_videos nor "
+                "mm_encoder_outputs was given"
+            )
         else:
-            num_videos, num_frames = int(videos.shape[0]), int(videos.shape[1])
-            per_frame = self.tokens_per_video_frame
-            video_groups = [[per_frame] * (num_frames - 1) + [per_frame + 1]] * num_videos
-        spans = spans_from_placeholders(ids == tokens["image"], image_groups, "image", source="image_sizes")
-        spans += spans_from_placeholders(ids == tokens["video"], video_groups, "video", source="pixel_values_videos")
-        return ModalitySpans(int(ids.shape[0]), spans)
+            return [], "pixel_values_videos"
+        groups = []
+        for count in counts:
+            if (count - 1) % per_frame or count < per_frame + 1:
+                raise ValueError(f"a video of {count} tokens is not frames of {per_frame} tokens plus one newline")
+            frames = (count - 1) // per_frame
+            groups.append([per_frame] * (frames - 1) + [per_frame + 1])  # the closing newline joins the last frame
+        return groups, source
 
     def add_images(self, ids, images, image_processor):
         if image_processor is None:

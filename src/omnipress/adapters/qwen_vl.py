@@ -9,10 +9,13 @@ Token layout (ids read from the config):
   patch, so the frame groups are separated by text (the model's `get_rope_index` splits `video_grid_thw` per frame).
 
 `spans` gives one image span per image and one video span per frame group (`Span.frame` = temporal patch index).
+It reads the grids, or, for the prefill call inside `generate` (which passes `mm_encoder_outputs` instead of pixels
+and grids), the per-item encoder outputs and the M-RoPE `position_ids`. Decoding positions: see `mrope.py`.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 import torch
@@ -20,8 +23,8 @@ from PIL import Image
 from torch import nn
 
 from ..media.video import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, frames_to_tensor, qwen_video_patches
-from ..spans import ModalitySpans, spans_from_placeholders
-from .common import expand_placeholders, sequence_ids
+from ..spans import ModalitySpans, Span, spans_from_placeholders
+from .common import encoder_output_counts, expand_placeholders, sequence_ids
 from .mrope import MRopeAdapter
 
 HALF = (0.5, 0.5, 0.5)
@@ -71,16 +74,37 @@ class QwenVisionAdapter(MRopeAdapter):
         spans = self.vision_spans(ids, model_inputs)
         return ModalitySpans(int(ids.shape[0]), spans)
 
-    def vision_spans(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> list:
+    def vision_spans(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> list[Span]:
+        """Image and video spans from the grids, or, inside `generate` (which passes encoder outputs instead of
+        pixels and grids), from the encoder outputs and the M-RoPE `position_ids`."""
         tokens = self.modality_token_ids
         merge2 = self.merge_size**2
-        image_grid = _grid(model_inputs.get("image_grid_thw"), ids, tokens["image"], "image", "image_grid_thw")
-        video_grid = _grid(model_inputs.get("video_grid_thw"), ids, tokens["video"], "video", "video_grid_thw")
-        image_groups = [[int(t * h * w) // merge2] for t, h, w in image_grid]
-        video_groups = [[int(h * w) // merge2] * int(t) for t, h, w in video_grid]
-        return spans_from_placeholders(
-            ids == tokens["image"], image_groups, "image", source="image_grid_thw"
-        ) + spans_from_placeholders(ids == tokens["video"], video_groups, "video", source="video_grid_thw")
+        spans: list[Span] = []
+        for modality, name in (("image", "image_grid_thw"), ("video", "video_grid_thw")):
+            mask = ids == tokens[modality]
+            grid = model_inputs.get(name)
+            if grid is not None:
+                rows = torch.as_tensor(grid).reshape(-1, 3).tolist()
+                if modality == "image":
+                    groups = [[t * h * w // merge2] for t, h, w in rows]
+                else:
+                    groups = [[h * w // merge2] * t for t, h, w in rows]
+                source = name
+            elif (counts := encoder_output_counts(model_inputs, modality)) is not None:
+                if modality == "image":
+                    groups = [[n] for n in counts]
+                else:
+                    groups = _frame_groups_from_positions(mask, counts, model_inputs.get("position_ids"))
+                source = "mm_encoder_outputs"
+            elif bool(mask.any()):
+                raise ValueError(
+                    f"input_ids hold {modality} placeholder tokens (id {tokens[modality]}) but neither {name} nor "
+                    "mm_encoder_outputs was given"
+                )
+            else:
+                continue
+            spans += spans_from_placeholders(mask, groups, modality, source=source)
+        return spans
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def default_image_processor(self) -> Any:
@@ -198,11 +222,39 @@ class Qwen3VLAdapter(QwenVisionAdapter):
         return ids, {"pixel_values_videos": patches, "video_grid_thw": grid}
 
 
-def _grid(grid: Any, ids: torch.Tensor, token_id: int, modality: str, name: str) -> list[tuple[int, int, int]]:
-    """Rows of a `(n, 3)` grid as int triples; an error if placeholders exist without a grid."""
-    if grid is None:
-        if bool((ids == token_id).any()):
-            raise ValueError(f"input_ids hold {modality} placeholder tokens (id {token_id}) but no {name} was given")
-        return []
-    grid = torch.as_tensor(grid).reshape(-1, 3)
-    return [tuple(int(v) for v in row) for row in grid]
+def _frame_groups_from_positions(
+    video_mask: torch.Tensor, counts: list[int], position_ids: torch.Tensor | None
+) -> list[list[int]]:
+    """Per-video frame-group sizes without `video_grid_thw`, from the M-RoPE positions of the video tokens.
+
+    Inside a frame group the (height, width) positions walk the merged grid in raster order, strictly increasing;
+    a new group starts where that order restarts (consecutive frames of Qwen2-VL) or after text (Qwen3-VL frames).
+    Uses the first sequence of `position_ids` `(3 or 4, batch, seq)`.
+    """
+    if position_ids is None:
+        raise ValueError("splitting a video into frame groups needs video_grid_thw or the M-RoPE position_ids")
+    pos = torch.as_tensor(position_ids)
+    if pos.dim() != 3 or pos.shape[0] not in (3, 4):
+        raise ValueError(f"expected M-RoPE position_ids of shape (3 or 4, batch, seq), got {tuple(pos.shape)}")
+    height, width = pos[-2, 0].tolist(), pos[-1, 0].tolist()  # rows of the first sequence
+    where = video_mask.nonzero().flatten().tolist()
+    if len(where) != sum(counts):
+        raise ValueError(
+            f"input_ids hold {len(where)} video placeholder tokens but mm_encoder_outputs hold {sum(counts)}"
+        )
+    groups: list[list[int]] = []
+    start = 0
+    for count in counts:
+        item = where[start : start + count]
+        start += count
+        sizes = [1]
+        for prev, cur in itertools.pairwise(item):
+            restart = (height[cur], width[cur]) <= (height[prev], width[prev])
+            if cur != prev + 1 or restart:
+                sizes.append(1)
+            else:
+                sizes[-1] += 1
+        if len(set(sizes)) != 1:
+            raise ValueError(f"the video's M-RoPE positions give frame groups of unequal sizes {sizes}")
+        groups.append(sizes)
+    return groups

@@ -23,13 +23,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 Interval = tuple[float, float]
 SeizureTable = dict[str, list[Interval]]
-AnnotationSource = Union[str, Path, Sequence[str | Path], Mapping[str, Sequence[Interval]]]
+AnnotationSource = str | Path | Sequence[str | Path] | Mapping[str, Sequence[Interval]]
 
 FORMATS = ("chbmit", "tusz", "tse", "helsinki", "plain")
 TUSZ_SEIZURE_LABELS = frozenset(
@@ -43,7 +42,7 @@ _END = re.compile(r"\bend|offset|stop")
 
 
 def recording_id(name: str | Path) -> str:
-    """File name without directories and without its EEG/annotation extension: ``"a/chb01_03.edf"`` -> ``"chb01_03"``."""
+    """File name without directories and EEG/annotation extension: ``"a/chb01_03.edf"`` -> ``"chb01_03"``."""
     base = Path(str(name).strip()).name
     lower = base.lower()
     for suffix in _RECORDING_SUFFIXES:
@@ -106,7 +105,9 @@ def seizures_from_events(
             open_onset = None
         else:
             if open_onset is not None:
-                raise ValueError(f"seizure marker {text!r} at {onset:g} s while the seizure at {open_onset:g} s is open")
+                raise ValueError(
+                    f"seizure marker {text!r} at {onset:g} s while the seizure at {open_onset:g} s is open"
+                )
             open_onset = onset
     if open_onset is not None:
         raise ValueError(f"seizure marker at {open_onset:g} s has no duration and no matching end marker")

@@ -41,7 +41,8 @@ def add_subparsers(subparsers: argparse._SubParsersAction) -> None:
 def build_parser(prog: str = "omnipress eeg") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="RAICL EEG seizure detection: EEG windows drawn as images, classified by a VLM with retrieved examples.",
+        description="RAICL EEG seizure detection: EEG windows drawn as images, classified by a VLM with retrieved "
+        "examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("::", 1)[1],
     )
@@ -70,9 +71,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _queries(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("queries (RAICL test-set protocol)")
-    g.add_argument("--queries", choices=("every", "all_seizures", "all"), default="every",
-                   help="every: rows that are multiples of --every (NICU); all_seizures: + all seizure windows (CHSZ); "
-                   "all: every window (default: every)")
+    g.add_argument(
+        "--queries",
+        choices=("every", "all_seizures", "all"),
+        default="every",
+        help="every: rows that are multiples of --every (NICU); all_seizures: + all seizure windows (CHSZ); "
+        "all: every window (default: every)",
+    )
     g.add_argument("--every", type=int, default=10, help="subsampling step (default 10)")
     g.add_argument("--patients", nargs="+", default=None, help="only these patients")
     g.add_argument("--limit", type=int, default=None, help="at most this many queries (smoke tests)")
@@ -86,6 +91,17 @@ def _add_synth(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--patients", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=10.0, help="recorded minutes per patient (default 10)")
+    p.add_argument("--recordings", type=int, default=2, help="files per patient (default 2)")
+    p.add_argument(
+        "--seizures",
+        type=int,
+        nargs=2,
+        default=(2, 4),
+        metavar=("MIN", "MAX"),
+        help="seizures per patient (default 2 4)",
+    )
+    p.add_argument("--seizure-gain", type=float, default=1.0, help="seizure amplitude factor (lower = harder)")
     _common(p)
     p.set_defaults(func=_cmd_synth)
 
@@ -93,7 +109,15 @@ def _add_synth(sub) -> None:
 def _cmd_synth(args) -> int:
     from omnipress.eeg.synth import write_cohort
 
-    paths = write_cohort(args.out, patients=args.patients, seed=args.seed)
+    paths = write_cohort(
+        args.out,
+        patients=args.patients,
+        seed=args.seed,
+        minutes_per_patient=args.minutes,
+        recordings_per_patient=args.recordings,
+        seizures_per_patient=tuple(args.seizures),
+        seizure_gain=args.seizure_gain,
+    )
     print(f"wrote {len(paths)} recordings to {args.out}")
     return 0
 
@@ -106,8 +130,10 @@ def _add_prepare(sub) -> None:
     p.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4)")
     p.add_argument("--stride", type=float, default=None, help="seconds between windows (default: the window length)")
     p.add_argument("--rule", default=None, help="labelling rule for windows straddling a seizure boundary")
-    p.add_argument("--sfreq", type=float, default=None, help="resample to this rate (Hz)")
-    p.add_argument("--band", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="band-pass in Hz")
+    p.add_argument("--sfreq", type=float, default=None, help="resample to this rate (default 256 Hz)")
+    p.add_argument(
+        "--band", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="band-pass in Hz (default 0.5 40)"
+    )
     p.add_argument("--notch", type=float, default=None, help="notch frequency in Hz")
     _common(p)
     p.set_defaults(func=_cmd_prepare)
@@ -138,8 +164,12 @@ def _add_render(sub) -> None:
     p.add_argument("--windows", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="image folder")
     p.add_argument("--kinds", default="vision,vlm", help="comma-separated: vision, vlm (default both)")
-    p.add_argument("--scaling", choices=("robust", "fixed"), default="robust",
-                   help="robust: RAICL per-window per-channel 1-99%% scaling; fixed: clinical µV per channel spacing")
+    p.add_argument(
+        "--scaling",
+        choices=("robust", "fixed"),
+        default="robust",
+        help="robust: RAICL per-window per-channel 1-99%% scaling; fixed: clinical µV per channel spacing",
+    )
     p.add_argument("--uv-per-spacing", type=float, default=200.0, help="µV per channel spacing for --scaling fixed")
     p.add_argument("--vision-size", type=int, default=None, help="vision image side in px (default 512)")
     p.add_argument("--vlm-size", type=int, default=None, help="vlm image side in px (default 1024)")
@@ -168,10 +198,19 @@ def _cmd_render(args) -> int:
     if args.only_queries:
         rows = select_queries(windows.label, args.queries, args.every, windows.patient, args.patients)
         rows = rows[: args.limit] if args.limit is not None else rows
-    result = render_windows(windows, args.out, configs=configs, indices=rows, workers=args.workers,
-                            overwrite=args.overwrite, progress=not args.quiet)
-    print(f"rendered {result.rendered} windows ({', '.join(kinds)}), skipped {result.skipped} already done, "
-          f"{result.windows_per_second:.1f} windows/s -> {args.out}")
+    result = render_windows(
+        windows,
+        args.out,
+        configs=configs,
+        indices=rows,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"rendered {result.rendered} windows ({', '.join(kinds)}), skipped {result.skipped} already done, "
+        f"{result.windows_per_second:.1f} windows/s -> {args.out}"
+    )
     if args.previews:
         for path in write_previews(windows, args.out):
             print(f"preview: {path}")
@@ -183,8 +222,12 @@ def _add_index(sub) -> None:
     p.add_argument("--windows", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="index folder")
     p.add_argument("--embedder", default="features", help=EMBEDDER_HELP)
-    p.add_argument("--images", type=Path, default=None,
-                   help="rendered image folder to reuse for image embedders (default: render in memory)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="rendered image folder to reuse for image embedders (default: render in memory)",
+    )
     p.add_argument("--device", default="cpu", help="torch device for image embedders")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing index")
@@ -203,8 +246,10 @@ def _cmd_index(args) -> int:
     if (args.out / "index.npz").exists() and not args.overwrite:
         index = EmbeddingIndex.load(args.out)
         if index.fingerprint == windows_fingerprint(windows):
-            print(f"index in {args.out} is up to date ({len(index)} windows, {index.embedder.get('type')}); "
-                  "--overwrite to rebuild")
+            print(
+                f"index in {args.out} is up to date ({len(index)} windows, {index.embedder.get('type')}); "
+                "--overwrite to rebuild"
+            )
             return 0
         raise ValueError(f"{args.out} holds an index of other windows; use --overwrite or another folder")
     kwargs = {} if args.embedder == "features" else {"device": args.device, "batch_size": args.batch_size}
@@ -214,8 +259,10 @@ def _cmd_index(args) -> int:
     index = build_index(windows, embedder, images=images, progress=not args.quiet)
     seconds = time.perf_counter() - start
     index.save(args.out)
-    print(f"indexed {len(index)} windows ({index.dim}-d, {embedder.name}) in {seconds:.1f} s "
-          f"({len(index) / max(seconds, 1e-9):.0f} windows/s) -> {args.out}")
+    print(
+        f"indexed {len(index)} windows ({index.dim}-d, {embedder.name}) in {seconds:.1f} s "
+        f"({len(index) / max(seconds, 1e-9):.0f} windows/s) -> {args.out}"
+    )
     return 0
 
 
@@ -228,8 +275,12 @@ def _add_knn(sub) -> None:
     p.add_argument("--index", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="run folder (results.jsonl)")
     p.add_argument("--k", type=int, default=5, help="neighbours per vote (default 5)")
-    p.add_argument("--pool", choices=("raicl", "loso"), default="raicl",
-                   help="raicl: other patients + the patient's own past background; loso: other patients only")
+    p.add_argument(
+        "--pool",
+        choices=("raicl", "loso"),
+        default="raicl",
+        help="raicl: other patients + the patient's own past background; loso: other patients only",
+    )
     p.add_argument("--weighting", choices=("balanced", "uniform"), default="balanced")
     p.add_argument("--guard", type=float, default=0.0, help="seconds around the query excluded (overlapping windows)")
     _queries(p)
@@ -253,13 +304,22 @@ def _cmd_knn(args) -> int:
     with (args.out / RESULTS).open("w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    settings = {"k": args.k, "pool": args.pool, "weighting": args.weighting, "guard": args.guard,
-                "queries": args.queries, "every": args.every, "embedder": index.embedder.get("type")}
+    settings = {
+        "k": args.k,
+        "pool": args.pool,
+        "weighting": args.weighting,
+        "guard": args.guard,
+        "queries": args.queries,
+        "every": args.every,
+        "embedder": index.embedder.get("type"),
+    }
     (args.out / RUN_META).write_text(json.dumps({"config": {"variant": "knn", **settings}}, indent=2))
     report = score_rows(rows)
     print(f"k-NN vote ({args.pool}, k={args.k}, {args.weighting}) on {len(rows)} queries -> {args.out}")
-    print(f"macro BCA {100 * report.macro['bca']:.1f}  sensitivity {100 * report.macro['sensitivity']:.1f}  "
-          f"specificity {100 * report.macro['specificity']:.1f}")
+    print(
+        f"macro BCA {100 * report.macro['bca']:.1f}  sensitivity {100 * report.macro['sensitivity']:.1f}  "
+        f"specificity {100 * report.macro['specificity']:.1f}"
+    )
     return 0
 
 
@@ -275,8 +335,12 @@ def _add_run(sub) -> None:
     g.add_argument("--k", type=int, default=2, help="reference images per class (default 2)")
     g.add_argument("--seizure-mode", choices=("nearest", "representative", "random"), default="nearest")
     g.add_argument("--background-mode", choices=("representative", "random"), default="representative")
-    g.add_argument("--order", choices=("paper", "patient_first"), default="paper",
-                   help="reference order; patient_first lets the local backend reuse a patient's prefix")
+    g.add_argument(
+        "--order",
+        choices=("paper", "patient_first"),
+        default="paper",
+        help="reference order; patient_first lets the local backend reuse a patient's prefix",
+    )
     g.add_argument("--guard", type=float, default=0.0, help="seconds around the query excluded from references")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--template", type=Path, default=None, help="custom template file ([[TEST_IMAGE]], [[REFERENCES]])")
@@ -284,8 +348,11 @@ def _add_run(sub) -> None:
     _queries(p)
     b = p.add_argument_group("backend")
     b.add_argument("--backend", choices=("http", "local"), default="http")
-    b.add_argument("--model", required=True,
-                   help="http: model name on the server; local: folder / hub id, or 'tiny:qwen2_vl' (random weights)")
+    b.add_argument(
+        "--model",
+        required=True,
+        help="http: model name on the server; local: folder / hub id, or 'tiny:qwen2_vl' (random weights)",
+    )
     b.add_argument("--max-tokens", type=int, default=2048, help="answer length limit (default 2048)")
     b.add_argument("--temperature", type=float, default=0.0)
     b.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="http: API root")
@@ -299,6 +366,7 @@ def _add_run(sub) -> None:
     b.add_argument("--press", default="none", help="local: none, mixkv-snapkv, mixkv-adakv, snapkv, adakv")
     b.add_argument("--budget", type=int, default=256, help="local: KV entries kept per head with --press")
     b.add_argument("--no-prefix-reuse", action="store_true", help="local: do not reuse the cached prompt prefix")
+    b.add_argument("--max-pixels", type=int, default=None, help="local, Qwen-VL: pixel cap per image (fewer tokens)")
     b.add_argument("--device", default="cpu", help="local: torch device")
     b.add_argument("--dtype", default="auto", help="local: torch dtype (auto, float32, bfloat16, float16)")
     _common(p)
@@ -332,6 +400,7 @@ def _make_backend(args):
         max_new_tokens=args.max_tokens,
         device=args.device,
         dtype=args.dtype,
+        max_pixels=args.max_pixels,
     )
 
 
@@ -342,16 +411,33 @@ def _cmd_run(args) -> int:
     from omnipress.eeg.windows import WindowSet
 
     config = RunConfig(
-        variant=args.variant, k=args.k, seizure_mode=args.seizure_mode, background_mode=args.background_mode,
-        order=args.order, guard=args.guard, queries=args.queries, every=args.every, patients=args.patients,
-        limit=args.limit, seed=args.seed, require_last_line=args.require_last_line,
+        variant=args.variant,
+        k=args.k,
+        seizure_mode=args.seizure_mode,
+        background_mode=args.background_mode,
+        order=args.order,
+        guard=args.guard,
+        queries=args.queries,
+        every=args.every,
+        patients=args.patients,
+        limit=args.limit,
+        seed=args.seed,
+        require_last_line=args.require_last_line,
         template=load_template(args.template) if args.template else None,
     )
     windows = WindowSet.load(args.windows)
     index = EmbeddingIndex.load(args.index) if args.index is not None else None
     with _make_backend(args) as backend:
-        summary = run(windows, backend, args.out, images=args.images, index=index, config=config,
-                      progress=not args.quiet, force=args.force)
+        summary = run(
+            windows,
+            backend,
+            args.out,
+            images=args.images,
+            index=index,
+            config=config,
+            progress=not args.quiet,
+            force=args.force,
+        )
     print(summary)
     for message in summary.error_messages:
         print(f"failed request: {message}", file=sys.stderr)
@@ -365,8 +451,12 @@ def _add_score(sub) -> None:
     p = sub.add_parser("score", help="per-patient BCA, sensitivity, specificity, F1, events, false alarms/h")
     p.add_argument("runs", nargs="+", type=Path, help="run folders or results.jsonl files")
     p.add_argument("--merge-gap", type=float, default=0.0, help="seconds between windows merged into one event")
-    p.add_argument("--unparsable", choices=("exclude", "wrong"), default="exclude",
-                   help="exclude unparsable answers from window metrics (RAICL) or count them as wrong")
+    p.add_argument(
+        "--unparsable",
+        choices=("exclude", "wrong"),
+        default="exclude",
+        help="exclude unparsable answers from window metrics (RAICL) or count them as wrong",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the report as JSON (one run only)")
     p.add_argument("--plots", type=Path, default=None, help="write confusion, per-patient and example plots here")
     p.add_argument("--images", type=Path, default=None, help="image folder for the example plot")

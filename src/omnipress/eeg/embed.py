@@ -218,7 +218,9 @@ def _clip_processor(model_id: str, image_size: int):
         except OSError:
             if not local.exists():
                 raise
-    return CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
 
 
 def make_embedder(spec: str | dict, **kwargs) -> Embedder:

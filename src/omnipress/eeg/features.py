@@ -44,7 +44,7 @@ def welch_psd(data: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(freqs, psd)`` with ``psd`` of shape ``data.shape[:-1] + (n_freqs,)``.
     """
-    nperseg = min(data.shape[-1], int(round(2 * sfreq)))
+    nperseg = min(data.shape[-1], round(2 * sfreq))
     step = max(nperseg // 2, 1)
     n_segments = (data.shape[-1] - nperseg) // step + 1
     segments = np.lib.stride_tricks.sliding_window_view(data, nperseg, axis=-1)[..., ::step, :][..., :n_segments, :]

@@ -96,20 +96,22 @@ def knn_rows(
     ids = np.asarray(windows.window_id)
     rows = []
     for q, p, sc, nb in zip(queries.tolist(), pred.tolist(), score.tolist(), neighbours):
-        rows.append({
-            "window": int(q),
-            "window_id": str(ids[q]),
-            "patient": str(windows.patient[q]),
-            "recording": str(windows.recording[q]),
-            "start": float(windows.start[q]),
-            "duration": float(windows.duration),
-            "label": int(windows.label[q]),
-            "pred": int(p),
-            "status": "ok",
-            "score": round(float(sc), 6),
-            "variant": "knn",
-            "neighbours": [int(n) for n in nb],
-        })
+        rows.append(
+            {
+                "window": int(q),
+                "window_id": str(ids[q]),
+                "patient": str(windows.patient[q]),
+                "recording": str(windows.recording[q]),
+                "start": float(windows.start[q]),
+                "duration": float(windows.duration),
+                "label": int(windows.label[q]),
+                "pred": int(p),
+                "status": "ok",
+                "score": round(float(sc), 6),
+                "variant": "knn",
+                "neighbours": [int(n) for n in nb],
+            }
+        )
     return rows
 
 

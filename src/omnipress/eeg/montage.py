@@ -28,7 +28,7 @@ ELECTRODES_1020: tuple[str, ...] = (
 )  # fmt: skip
 OLD_TO_NEW: dict[str, str] = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
 
-# RAICL order (the released VLM4EEG code): right parasagittal, left parasagittal, right temporal, left temporal, midline.
+# RAICL order (released VLM4EEG code): right parasagittal, left parasagittal, right temporal, left temporal, midline.
 RAICL_PAIRS: tuple[tuple[str, str], ...] = (
     ("Fp2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"),
     ("Fp1", "F3"), ("F3", "C3"), ("C3", "P3"), ("P3", "O1"),

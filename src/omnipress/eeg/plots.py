@@ -45,14 +45,21 @@ def plot_confusion(report: ScoreReport, path: str | Path, *, title: str | None =
     ax.set_ylabel("true")
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, f"{matrix[i, j]}\n{100 * share[i, j]:.1f}%", ha="center", va="center",
-                    color="white" if share[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{100 * share[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.6 else "black",
+            )
     ax.set_title(title or f"pooled, {p.n_unparsable} unparsable excluded")
     return _save(fig, path)
 
 
-def plot_per_patient(report: ScoreReport, path: str | Path, *, metrics: Sequence[str] = ("bca", "sensitivity",
-                     "specificity")) -> Path:
+def plot_per_patient(
+    report: ScoreReport, path: str | Path, *, metrics: Sequence[str] = ("bca", "sensitivity", "specificity")
+) -> Path:
     """Grouped bars of window metrics per patient, with the macro average as dashed lines."""
     patients = report.per_patient
     fig = _figure(max(6.0, 0.45 * len(patients) * len(metrics) / 2 + 2), 3.8)
@@ -74,9 +81,7 @@ def plot_per_patient(report: ScoreReport, path: str | Path, *, metrics: Sequence
     return _save(fig, path)
 
 
-def plot_examples(
-    rows: Sequence[dict], image_root: str | Path, path: str | Path, *, n: int = 4, seed: int = 0
-) -> Path:
+def plot_examples(rows: Sequence[dict], image_root: str | Path, path: str | Path, *, n: int = 4, seed: int = 0) -> Path:
     """Example queries (one per row of the figure) next to their retrieved references.
 
     Picks up to ``n`` rows with references, mixing correct and wrong answers when available. Panel titles
@@ -86,7 +91,9 @@ def plot_examples(
 
     with_refs = [r for r in rows if r.get("references")]
     if not with_refs:
-        raise ValueError("no result rows with reference images (only the 'raicl'/'reasoning_random' variants have them)")
+        raise ValueError(
+            "no result rows with reference images (only the 'raicl'/'reasoning_random' variants have them)"
+        )
     rng = np.random.default_rng(seed)
     wrong = [r for r in with_refs if r["pred"] != r["label"]]
     right = [r for r in with_refs if r["pred"] == r["label"]]
@@ -116,7 +123,9 @@ def plot_examples(
     return _save(fig, path)
 
 
-def plot_run(report: ScoreReport, rows: Sequence[dict], out_dir: str | Path, image_root: str | Path | None) -> list[Path]:
+def plot_run(
+    report: ScoreReport, rows: Sequence[dict], out_dir: str | Path, image_root: str | Path | None
+) -> list[Path]:
     """All plots of a run into ``out_dir``; the examples figure only when the rows have references."""
     out = Path(out_dir)
     paths = [plot_confusion(report, out / "confusion.png"), plot_per_patient(report, out / "per_patient.png")]

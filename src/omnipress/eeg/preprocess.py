@@ -18,9 +18,7 @@ if TYPE_CHECKING:
     from omnipress.eeg.io import Recording
 
 
-def bandpass(
-    data: np.ndarray, sfreq: float, low: float | None, high: float | None, *, order: int = 4
-) -> np.ndarray:
+def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | None, *, order: int = 4) -> np.ndarray:
     """Zero-phase Butterworth band-pass (or high-/low-pass when one edge is ``None``) along the last axis.
 
     Returns float64 data of the same shape. Raises ValueError when an edge is not inside ``(0, sfreq / 2)``.

@@ -149,7 +149,8 @@ class RunSummary:
     def __str__(self) -> str:
         return (
             f"{self.out_dir}: {self.planned} queries, {self.already_done} already answered, {self.answered} answered "
-            f"now ({self.unparsable} unparsable), {self.errors} failed, {self.remaining} remaining, {self.seconds:.1f} s"
+            f"now ({self.unparsable} unparsable), {self.errors} failed, {self.remaining} remaining, "
+            f"{self.seconds:.1f} s"
         )
 
 
@@ -291,8 +292,15 @@ def run(
                 summary.unparsable += int(row["pred"] == -1)
                 consecutive = 0
             else:
-                errors.write({"window": q, "window_id": ids[q], "error": answer.error, "attempts": answer.attempts,
-                              "time": time.time()})
+                errors.write(
+                    {
+                        "window": q,
+                        "window_id": ids[q],
+                        "error": answer.error,
+                        "attempts": answer.attempts,
+                        "time": time.time(),
+                    }
+                )
                 summary.errors += 1
                 consecutive += 1
                 if len(summary.error_messages) < 5:
@@ -337,14 +345,16 @@ def _result_row(config, windows, ids, store, q, selection, answer: Answer) -> di
             (selection.background, selection.background_distance, 0),
         ):
             for r, d in zip(rows, dists):
-                refs.append({
-                    "window": int(r),
-                    "window_id": str(ids[r]),
-                    "patient": str(windows.patient[r]),
-                    "label": label,
-                    "distance": float(d),
-                    "image": str(store.path(r, "vlm").relative_to(store.root)),
-                })
+                refs.append(
+                    {
+                        "window": int(r),
+                        "window_id": str(ids[r]),
+                        "patient": str(windows.patient[r]),
+                        "label": label,
+                        "distance": float(d),
+                        "image": str(store.path(r, "vlm").relative_to(store.root)),
+                    }
+                )
     return {
         "window": q,
         "window_id": str(ids[q]),

@@ -43,6 +43,8 @@ AGE_GROUPS: dict[str, tuple[str, ...]] = {
     "neonate": ("neonatal", "focal"),
 }
 NAMINGS = ("new", "old", "tuh")
+_MARGIN = 8.0  # seconds kept seizure-free at both ends of a recording
+_MIN_SLOT = 10.0  # seconds of recording needed per seizure (seizure <= half of its slot, then post-ictal)
 # Seizure duration range in seconds per kind.
 _DURATIONS = {
     "absence": (6.0, 15.0),
@@ -164,7 +166,7 @@ def _envelope(n_samples: int, sfreq: float, max_freq: float, rng: np.random.Gene
 
 
 def _asymmetric_wave(u: np.ndarray, rise: float) -> np.ndarray:
-    """Periodic wave of unit amplitude with a fast rise (fraction ``rise`` of the cycle) and a slow fall; u in [0, 1)."""
+    """Periodic unit wave with a fast rise (fraction ``rise`` of the cycle) and a slow fall; ``u`` in [0, 1)."""
     return np.where(u < rise, -np.cos(np.pi * u / rise), np.cos(np.pi * (u - rise) / (1 - rise)))
 
 
@@ -246,7 +248,7 @@ def seizure_signal(kind: str, n_samples: int, sfreq: float, rng: np.random.Gener
         cycles = np.cumsum(rate) / sfreq
         u = np.mod(cycles[None] - jitter[:, None] * rate[None], 1.0)  # (19, n) phase within a cycle
         if kind == "absence":
-            wave = -_bump(u, 0.08, 0.035) + 0.25 * _bump(u, 0.2, 0.05) - 0.55 * _bump(u, 0.55, 0.17)
+            wave = -0.8 * _bump(u, 0.08, 0.03) + 0.35 * _bump(u, 0.22, 0.05) - _bump(u, 0.58, 0.14)
         else:
             n_spikes = int(rng.integers(2, 5))
             spacing = rate[0] / rng.uniform(12.0, 20.0)  # spikes at 12-20 Hz, in cycle units
@@ -321,25 +323,25 @@ def simulate_recording(
 ) -> tuple[np.ndarray, list[SeizureEvent]]:
     """One recording of ``duration`` seconds with ``n_seizures`` seizures: ``(19, n)`` µV and the events."""
     sfreq = profile.sfreq
-    n_samples = int(round(duration * sfreq))
+    n_samples = round(duration * sfreq)
     x = background(profile, n_samples, rng)
     add_artefacts(x, profile, rng)
     events: list[SeizureEvent] = []
-    margin = 8.0
+    margin = _MARGIN
     slot = (duration - 2 * margin) / max(n_seizures, 1)
     for k in range(n_seizures):
         kind = str(rng.choice(profile.seizure_kinds))
         low, high = _DURATIONS[kind]
         length = min(rng.uniform(low, high), 0.5 * slot)
-        if length < 4.0:
+        if slot < _MIN_SLOT:
             raise ValueError(f"recording of {duration:g} s is too short for {n_seizures} seizures")
         slot_start = margin + k * slot
         wants_postictal = kind in ("focal", "tonic_clonic") and rng.random() < 0.7
         post = min(rng.uniform(20.0, 60.0), 0.4 * slot) if wants_postictal else 0.0
         latest = slot_start + slot - length - post - 2.0
         onset = float(rng.uniform(slot_start, max(slot_start, latest)))
-        first = int(round(onset * sfreq))
-        n_seizure = int(round(length * sfreq))
+        first = round(onset * sfreq)
+        n_seizure = round(length * sfreq)
         signal, focus = seizure_signal(kind, n_seizure, sfreq, rng)
         x[:, first : first + n_seizure] += profile.seizure_gain * signal
         offset = (first + n_seizure) / sfreq
@@ -443,6 +445,11 @@ def write_cohort(
     duration = minutes_per_patient * 60.0 / recordings_per_patient
     if duration < 30.0:
         raise ValueError(f"each recording would last {duration:g} s; need at least 30 s (raise minutes_per_patient)")
+    if duration - 2 * _MARGIN < high * _MIN_SLOT:  # all of a patient's seizures may land in one recording
+        raise ValueError(
+            f"recordings of {duration:g} s cannot hold {high} seizures (each needs {_MIN_SLOT:g} s); raise "
+            "minutes_per_patient or lower seizures_per_patient"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
@@ -459,7 +466,9 @@ def write_cohort(
         profile = make_profile(index, rng, seizure_gain=seizure_gain, sfreqs=sfreqs, naming=naming)
         manifest["patients"].append(asdict(profile))
         total = int(rng.integers(low, high + 1))
-        per_recording = np.bincount(rng.integers(0, recordings_per_patient, size=total), minlength=recordings_per_patient)
+        per_recording = np.bincount(
+            rng.integers(0, recordings_per_patient, size=total), minlength=recordings_per_patient
+        )
         for r in range(recordings_per_patient):
             rec_rng = np.random.default_rng([seed, index, r + 1])
             data, events = simulate_recording(profile, duration, int(per_recording[r]), rec_rng)

@@ -139,8 +139,10 @@ class WindowSet:
             raise ValueError("concatenate needs at least one WindowSet")
         first = sets[0]
         for other in sets[1:]:
-            if other.channels != first.channels or other.sfreq != first.sfreq or other.data.shape[2:] != (
-                first.data.shape[2:]
+            if (
+                other.channels != first.channels
+                or other.sfreq != first.sfreq
+                or other.data.shape[2:] != (first.data.shape[2:])
             ):
                 raise ValueError(
                     "cannot concatenate window sets with different channels, sampling rate or window length: "
@@ -262,9 +264,7 @@ def _mmap_npz_member(path: Path, member: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def seizure_overlap(
-    starts: np.ndarray, length: float, seizures: Sequence[tuple[float, float]]
-) -> np.ndarray:
+def seizure_overlap(starts: np.ndarray, length: float, seizures: Sequence[tuple[float, float]]) -> np.ndarray:
     """Fraction of each window ``[start, start + length)`` covered by (merged) seizure intervals; ``(n,)`` float64."""
     starts = np.asarray(starts, dtype=np.float64)
     if not seizures:
@@ -333,8 +333,8 @@ def make_windows(
     stride = length if stride is None else stride
     if not length > 0 or not stride > 0:
         raise ValueError(f"window length and stride must be positive, got length={length}, stride={stride}")
-    n_len = int(round(length * recording.sfreq))
-    n_stride = int(round(stride * recording.sfreq))
+    n_len = round(length * recording.sfreq)
+    n_stride = round(stride * recording.sfreq)
     if n_len < 2 or n_stride < 1:
         raise ValueError(f"window of {length} s / stride {stride} s is too short at {recording.sfreq:g} Hz")
     if rule not in RULES:
@@ -344,13 +344,23 @@ def make_windows(
     if n_windows == 0:
         data = np.zeros((0, len(recording.channels), n_len), dtype=np.float32)
         empty = np.zeros(0)
-        return WindowSet(data, list(recording.channels), recording.sfreq, empty.astype(str), empty.astype(str),
-                         empty, empty.astype(np.int8), empty.astype(np.float32))
+        return WindowSet(
+            data,
+            list(recording.channels),
+            recording.sfreq,
+            empty.astype(str),
+            empty.astype(str),
+            empty,
+            empty.astype(np.int8),
+            empty.astype(np.float32),
+        )
     # (n_channels, n_samples) -> (n_windows, n_channels, n_len) without copying, then one copy
     view = np.lib.stride_tricks.sliding_window_view(recording.data, n_len, axis=1)  # (C, n_samples - n_len + 1, n_len)
     data = np.ascontiguousarray(view[:, first].transpose(1, 0, 2), dtype=np.float32)
     starts = first / recording.sfreq
-    label, fraction = label_windows(starts, n_len / recording.sfreq, recording.seizures, rule=rule, min_fraction=min_fraction)
+    label, fraction = label_windows(
+        starts, n_len / recording.sfreq, recording.seizures, rule=rule, min_fraction=min_fraction
+    )
     return WindowSet(
         data=data,
         channels=list(recording.channels),

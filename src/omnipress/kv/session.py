@@ -104,7 +104,7 @@ class PressSession:
             self._pending = None
 
     def _record_cache(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._cache = kwargs.get("past_key_values")
+        self._cache = cache_argument(kwargs)
 
     def _before_lm(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self._plan = None
@@ -113,7 +113,7 @@ class PressSession:
         ref = embeds if embeds is not None else input_ids
         if ref is None or ref.shape[1] <= 1:
             return
-        cache = kwargs.get("past_key_values")
+        cache = cache_argument(kwargs)
         if cache is not None and cache.get_seq_length() > 0:
             return  # continuing an existing cache: new tokens are appended, not compressed
         if kwargs.get("use_cache") is False:
@@ -155,7 +155,7 @@ class PressSession:
     def _spans(self, seq_len: int, pending: dict[str, Any] | None, lm_input_ids: torch.Tensor | None) -> ModalitySpans:
         if pending is not None:
             input_ids = pending["input_ids"]
-            extra = {k: v for k, v in pending.items() if k not in ("input_ids", "past_key_values")}
+            extra = {k: v for k, v in pending.items() if k not in ("input_ids", "past_key_values", "cache")}
         elif lm_input_ids is not None:
             input_ids, extra = lm_input_ids, {}
         else:
@@ -202,6 +202,12 @@ class PressSession:
             self.press, plan, module.layer_idx, self.adapter.num_layers, query, key, value, float(module.scaling)
         )
         plan.report.compression_seconds += time.perf_counter() - start
+
+
+def cache_argument(kwargs: dict[str, Any]) -> Any:
+    """The KV cache a forward received: `past_key_values` (transformers <= 5.23) or `cache` (5.24+)."""
+    cache = kwargs.get("past_key_values")
+    return cache if cache is not None else kwargs.get("cache")
 
 
 def make_plan(

@@ -61,7 +61,9 @@ def read_video(
     return _decode_frames(container, path, fps, max_frames)
 
 
-def _decode_frames(container, path: Path, fps: float | None, max_frames: int | None) -> Iterator[tuple[float, Image.Image]]:
+def _decode_frames(
+    container, path: Path, fps: float | None, max_frames: int | None
+) -> Iterator[tuple[float, Image.Image]]:
     import av
 
     stream = container.streams.video[0]

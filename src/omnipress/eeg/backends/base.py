@@ -73,7 +73,7 @@ class Backend(ABC):
         """Settings recorded with a run (never secrets)."""
         return {"backend": self.name}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook: most backends hold nothing to release)
         """Release resources (connections, models)."""
 
     def __enter__(self) -> Backend:
