@@ -128,7 +128,7 @@ def read_chbmit_summary(path: str | Path) -> SeizureTable:
     for number, raw_line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         line = raw_line.strip()
         if m := re.match(r"File Name:\s*(\S+)", line, re.I):
-            _close_chbmit(path, current, starts, table)
+            _check_closed(path, current, starts)
             current = recording_id(m.group(1))
             table[current] = []
             starts = []
@@ -143,7 +143,7 @@ def read_chbmit_summary(path: str | Path) -> SeizureTable:
             if current is None or not starts:
                 raise ValueError(f"{path}:{number}: seizure end without a start")
             table[current].append((starts.pop(0), float(m.group(1))))
-    _close_chbmit(path, current, starts, table)
+    _check_closed(path, current, starts)
     if not table:
         raise ValueError(f"{path}: no 'File Name:' entries; not a CHB-MIT summary file")
     for name, count in expected.items():
@@ -152,7 +152,7 @@ def read_chbmit_summary(path: str | Path) -> SeizureTable:
     return {name: merge_intervals(intervals) for name, intervals in table.items()}
 
 
-def _close_chbmit(path: Path, current: str | None, starts: list[float], table: SeizureTable) -> None:
+def _check_closed(path: Path, current: str | None, starts: list[float]) -> None:
     if starts:
         raise ValueError(f"{path}: {current} has a seizure start time without an end time")
 

@@ -111,7 +111,7 @@ def make_profile(
     kinds = AGE_GROUPS[age]
     n_kinds = int(rng.integers(1, 3))
     chosen = tuple(sorted(rng.choice(kinds, size=min(n_kinds, len(kinds)), replace=False).tolist()))
-    amplitude = {"adult": (15.0, 30.0), "child": (25.0, 45.0), "neonate": (20.0, 40.0)}[age]
+    amplitude = {"adult": (10.0, 22.0), "child": (15.0, 35.0), "neonate": (15.0, 30.0)}[age]
     alpha = {"adult": (8.5, 11.5), "child": (6.0, 9.0), "neonate": (0.0, 0.0)}[age]
     if naming != "mixed" and naming not in NAMINGS:
         raise ValueError(f"naming must be 'mixed' or one of {NAMINGS}, got {naming!r}")
@@ -121,8 +121,8 @@ def make_profile(
         sfreq=float(sfreqs[index % len(sfreqs)]) if age != "neonate" else 256.0,
         naming=NAMINGS[index % len(NAMINGS)] if naming == "mixed" else naming,
         background_uv=float(rng.uniform(*amplitude)),
-        exponent=float(rng.uniform(1.0, 2.0)),
-        spatial_lambda=float(rng.uniform(0.5, 0.9)),
+        exponent=float(rng.uniform(1.2, 2.0)),
+        spatial_lambda=float(rng.uniform(0.6, 1.0)),
         alpha_freq=float(rng.uniform(*alpha)),
         alpha_uv=0.0 if age == "neonate" else float(rng.uniform(15.0, 40.0)),
         beta_uv=float(rng.uniform(3.0, 8.0)),

@@ -341,22 +341,12 @@ def make_windows(
         raise ValueError(f"unknown labelling rule {rule!r}; expected one of {RULES}")
     n_windows = max(0, (recording.n_samples - n_len) // n_stride + 1)
     first = np.arange(n_windows) * n_stride  # (n_windows,) sample index of each window start
-    if n_windows == 0:
+    if n_windows:
+        # (n_channels, n_samples) -> (n_windows, n_channels, n_len): a strided view, then one copy
+        view = np.lib.stride_tricks.sliding_window_view(recording.data, n_len, axis=1)  # (C, n_samples-n_len+1, n_len)
+        data = np.ascontiguousarray(view[:, first].transpose(1, 0, 2), dtype=np.float32)
+    else:
         data = np.zeros((0, len(recording.channels), n_len), dtype=np.float32)
-        empty = np.zeros(0)
-        return WindowSet(
-            data,
-            list(recording.channels),
-            recording.sfreq,
-            empty.astype(str),
-            empty.astype(str),
-            empty,
-            empty.astype(np.int8),
-            empty.astype(np.float32),
-        )
-    # (n_channels, n_samples) -> (n_windows, n_channels, n_len) without copying, then one copy
-    view = np.lib.stride_tricks.sliding_window_view(recording.data, n_len, axis=1)  # (C, n_samples - n_len + 1, n_len)
-    data = np.ascontiguousarray(view[:, first].transpose(1, 0, 2), dtype=np.float32)
     starts = first / recording.sfreq
     label, fraction = label_windows(
         starts, n_len / recording.sfreq, recording.seizures, rule=rule, min_fraction=min_fraction
@@ -365,8 +355,8 @@ def make_windows(
         data=data,
         channels=list(recording.channels),
         sfreq=recording.sfreq,
-        patient=np.full(n_windows, recording.patient, dtype=object).astype(str),
-        recording=np.full(n_windows, recording.recording, dtype=object).astype(str),
+        patient=np.full(n_windows, recording.patient),
+        recording=np.full(n_windows, recording.recording),
         start=starts,
         label=label,
         seizure_fraction=fraction,
