@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..kv.scoring import redundancy_weight, reduce_gqa, window_attention
+from ..kv.scoring import reduce_gqa, redundancy_weight, window_attention
 from ..kv.session import capture_prefill
 from .head_profile import HeadProfile
 
