@@ -396,25 +396,39 @@ class TextPrompt:
 
 
 class Haystack:
-    """Builds needle prompts of a given total length over a fixed stretch of real prose."""
+    """Builds needle prompts of a given total length over a fixed stretch of real prose.
+
+    The haystack is the first sentences of `paragraphs` (default: `_common.reference_paragraphs()`), as many as fit;
+    the needle goes between two sentences at the requested depth.
+    """
 
     def __init__(self, tokenizer: Any, paragraphs: Sequence[str] | None = None) -> None:
         self.tokenizer = tokenizer
-        self.paragraphs = list(paragraphs) if paragraphs is not None else _common.reference_paragraphs()
+        paragraphs = list(paragraphs) if paragraphs is not None else _common.reference_paragraphs()
+        self.sentences: list[tuple[str, bool]] = []  # (sentence, last of its paragraph)
+        for paragraph in paragraphs:
+            parts = [x for x in re.split(r"(?<=[.!?])\s+(?=[A-Z\"(])", paragraph) if x]
+            self.sentences += [(x, i == len(parts) - 1) for i, x in enumerate(parts)]
         self._lengths: list[int] | None = None
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def lengths(self) -> list[int]:
+        """Tokens of every sentence, plus one for the separator that follows it."""
         if self._lengths is None:
-            self._lengths = [len(self._encode(p)) + 1 for p in self.paragraphs]  # +1: the joining newline
+            self._lengths = [len(self._encode(x)) + 1 for x, _ in self.sentences]
         return self._lengths
 
-    def _render(self, paragraphs: list[str], depth: float, city: str, code: str) -> TextPrompt:
-        needle = f"The secret pass code for {city} is {code}."
-        position = round(depth * len(paragraphs))
-        context = "\n".join([*paragraphs[:position], needle, *paragraphs[position:]])
+    @staticmethod
+    def _join(sentences: Sequence[tuple[str, bool]]) -> str:
+        return "".join(x + ("\n" if last else " ") for x, last in sentences).rstrip()
+
+    def _render(self, count: int, depth: float, city: str, code: str) -> TextPrompt:
+        needle = (f"The secret pass code for {city} is {code}.", False)
+        chosen = self.sentences[:count]
+        position = round(depth * len(chosen))
+        context = self._join([*chosen[:position], needle, *chosen[position:]])
         question = f"What is the secret pass code for {city}?"
         messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -425,11 +439,13 @@ class Haystack:
         return TextPrompt(ids, len(context_ids), code, city, depth)
 
     def prompt(self, total_tokens: int, depth: float, city: str, code: str) -> TextPrompt:
-        """The prompt with the needle at `depth` (0 = first sentence, 1 = just before the question), at most
-        `total_tokens` long; the haystack is the longest run of whole paragraphs that fits."""
+        """The prompt with the needle at `depth` (0 = first sentence, 1 = just before the question), as long as
+        possible but at most `total_tokens` tokens."""
         if not 0.0 <= depth <= 1.0:
             raise ValueError(f"depth must lie in [0, 1], got {depth}")
-        overhead = self._render([], depth, city, code).ids.shape[1]
+        overhead = self._render(0, depth, city, code).ids.shape[1]
+        if overhead > total_tokens:
+            raise ValueError(f"{total_tokens} tokens cannot hold the needle, question and chat template ({overhead})")
         budget = total_tokens - overhead
         count, used = 0, 0
         for length in self.lengths():
@@ -437,10 +453,9 @@ class Haystack:
                 break
             count, used = count + 1, used + length
         else:
-            if used < budget:
-                raise ValueError(f"not enough text for {total_tokens} tokens ({used + overhead} available)")
+            raise ValueError(f"not enough text for {total_tokens} tokens ({used + overhead} available)")
         while True:
-            prompt = self._render(self.paragraphs[:count], depth, city, code)
+            prompt = self._render(count, depth, city, code)
             if prompt.ids.shape[1] <= total_tokens or count == 0:
                 return prompt
             count -= 1

@@ -464,7 +464,7 @@ def _add_score(sub) -> None:
 
 
 def _cmd_score(args) -> int:
-    from omnipress.eeg.score import load_results, score_rows
+    from omnipress.eeg.score import load_results, percent, score_rows
 
     if (args.json or args.plots) and len(args.runs) > 1:
         raise ValueError("--json and --plots take a single run")
@@ -486,7 +486,7 @@ def _cmd_score(args) -> int:
     if len(summary) > 1:
         print("| run | macro BCA | sens | spec | unparsable | n |\n|---|---|---|---|---|---|")
         for name, bca, sens, spec, unp, n in summary:
-            print(f"| {name} | {100 * bca:.1f} | {100 * sens:.1f} | {100 * spec:.1f} | {100 * unp:.1f} | {n} |")
+            print(f"| {name} | {percent(bca)} | {percent(sens)} | {percent(spec)} | {percent(unp)} | {n} |")
     return 0
 
 

@@ -186,6 +186,8 @@ class CLIPImageEmbedder(Embedder):
         from omnipress.eeg.render import Renderer
 
         rows = _rows(windows, indices)
+        if images is not None:  # the files on disk define what was embedded: record their config
+            self.render_config = images.configs["vision"]
         renderer = None if images is not None else Renderer(self.render_config)
         out = []
         bar = _progress(len(rows), progress, "clip")

@@ -25,7 +25,8 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -166,7 +167,6 @@ class RenderConfig:
     high: float = 99.0
     margin: float = 0.95
     uv_per_spacing: float = 200.0
-    image_format: Literal["png"] = field(default="png", repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -429,18 +429,17 @@ def _payload(windows: WindowSet, chunk: list, cfg_dicts: dict) -> dict:
     }
 
 
-_WORKER_RENDERERS: dict[str, Renderer] = {}
+@lru_cache(maxsize=8)
+def _cached_renderer(config_json: str) -> Renderer:
+    """One renderer (one figure) per config and process, reused across chunks."""
+    return Renderer(RenderConfig.from_dict(json.loads(config_json)))
 
 
 def _render_chunk(payload: dict) -> int:
-    """Render one chunk; runs in a worker process (figures cached per process and config)."""
+    """Render one chunk; runs in a worker process (or in this one when ``workers=1``)."""
     for window, targets in zip(payload["data"], payload["targets"]):
         for kind, path in targets:
-            cfg = payload["configs"][kind]
-            key = json.dumps(cfg, sort_keys=True)
-            renderer = _WORKER_RENDERERS.get(key)
-            if renderer is None:
-                renderer = _WORKER_RENDERERS[key] = Renderer(RenderConfig.from_dict(cfg))
+            renderer = _cached_renderer(json.dumps(payload["configs"][kind], sort_keys=True))
             image = renderer.render(window, payload["channels"], payload["sfreq"])
             save_png(image, path)
     return len(payload["targets"])

@@ -157,24 +157,25 @@ class ScoreReport:
 
     def to_markdown(self) -> str:
         """Tables: per patient, then macro and pooled (percentages; FA/h as a rate)."""
-        head = "| patient | n | sz | unparsable | BCA | sens | spec | F1 | events | ev. sens | FA/h |"
+        head = "| patient | n | sz | unparsable % | BCA | sens | spec | F1 | events | ev. sens | FA/h |"
         lines = [head, "|" + "---|" * 11]
         for p in [*self.per_patient, self.pooled]:
             lines.append(
-                f"| {p.name} | {p.n} | {p.n_seizure} | {p.n_unparsable} | {_pct(p.bca)} | {_pct(p.sensitivity)} "
-                f"| {_pct(p.specificity)} | {_pct(p.f1)} | {p.events} | {_pct(p.event_sensitivity)} "
-                f"| {_num(p.fa_per_hour)} |"
+                f"| {p.name} | {p.n} | {p.n_seizure} | {percent(p.unparsable_rate)} | {percent(p.bca)} "
+                f"| {percent(p.sensitivity)} | {percent(p.specificity)} | {percent(p.f1)} | {p.events} "
+                f"| {percent(p.event_sensitivity)} | {_num(p.fa_per_hour)} |"
             )
         m = self.macro
         lines.append(
-            f"| **macro ({len(self.per_patient)} patients)** | | | {_pct(m['unparsable_rate'])} | **{_pct(m['bca'])}** "
-            f"| {_pct(m['sensitivity'])} | {_pct(m['specificity'])} | {_pct(m['f1'])} | | "
-            f"{_pct(m['event_sensitivity'])} | {_num(m['fa_per_hour'])} |"
+            f"| **macro ({len(self.per_patient)} patients)** | | | {percent(m['unparsable_rate'])} "
+            f"| **{percent(m['bca'])}** | {percent(m['sensitivity'])} | {percent(m['specificity'])} "
+            f"| {percent(m['f1'])} | | {percent(m['event_sensitivity'])} | {_num(m['fa_per_hour'])} |"
         )
         return "\n".join(lines)
 
 
-def _pct(x: float) -> str:
+def percent(x: float | None) -> str:
+    """``0.913 -> "91.3"``; NaN or None -> ``"n/a"``."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
@@ -312,6 +313,7 @@ __all__ = [
     "interval_union_seconds",
     "load_results",
     "merge_events",
+    "percent",
     "score_rows",
     "score_run",
     "window_metrics",
