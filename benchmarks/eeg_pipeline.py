@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--queries", type=int, default=6, help="local-backend queries")
     parser.add_argument("--vlm-size", type=int, default=448, help="VLM image side for the local backend")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per local-backend setting (fastest kept)")
     parser.add_argument("--skip-local", action="store_true")
     parser.add_argument("--quick", action="store_true", help="8 patients x 4 min, fewer windows")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         index = index_speed(ws, args.clip_windows)
         knn_accuracy(ws, index)
         if not args.skip_local:
-            local_backend(ws, index, work, args.queries, args.vlm_size)
+            local_backend(ws, index, work, args.queries, args.vlm_size, args.repeats)
     return 0
 
 

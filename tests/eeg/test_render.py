@@ -67,6 +67,10 @@ def test_config_validation():
     with pytest.raises(ValueError, match="scaling"):
         RenderConfig(scaling="zscore")
     assert RenderConfig(kind="vision").pixels == 512 and RenderConfig(kind="vlm").pixels == 1024
+    cfg = RenderConfig(kind="vlm", size=300, scaling="fixed")
+    assert RenderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown render settings"):
+        RenderConfig.from_dict({**cfg.to_dict(), "dpi_scale": 2})
 
 
 def test_offsets_and_colours():

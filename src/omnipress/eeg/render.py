@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -207,6 +208,9 @@ class RenderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RenderConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown render settings {sorted(unknown)} (written by another omnipress version?)")
         return cls(**d)
 
 
@@ -376,8 +380,6 @@ def render_windows(
     progress : bool
         Show a tqdm progress bar.
     """
-    import time
-
     configs = dict(configs) if configs is not None else default_configs()
     if not configs:
         raise ValueError("configs is empty: give at least one kind to render")

@@ -23,7 +23,7 @@ from transformers import DynamicCache
 
 from ..adapters import get_adapter
 from ..cache import PackedLayer, attention_path_closed, attention_path_opened
-from ..spans import ModalitySpans, Span
+from ..spans import ModalitySpans
 from . import attention
 from .base import KVPress, LayerInputs
 from .report import CompressionReport, LayerStats
@@ -165,13 +165,7 @@ class PressSession:
                     "call the full model with input_ids, or use scope='all'"
                 )
             return ModalitySpans(seq_len, [])
-        try:
-            spans = self.adapter.spans(input_ids[0], **extra)
-        except ValueError:
-            if "mm_encoder_outputs" not in extra:
-                raise
-            # generate() encoded the media beforehand and dropped the grids: placeholder runs still give the spans
-            spans = placeholder_spans(input_ids[0], self.adapter.modality_token_ids)
+        spans = self.adapter.spans(input_ids[0], **extra)
         if input_ids.shape[0] > 1 and self.press.budget_config.scope != "all":
             for row in input_ids[1:]:
                 if self.adapter.spans(row, **extra).spans != spans.spans:
@@ -326,19 +320,6 @@ def compress_layer(
         )
     )
     return packed
-
-
-def placeholder_spans(input_ids: torch.Tensor, token_ids: dict[str, int]) -> ModalitySpans:
-    """Spans from contiguous runs of each modality's placeholder id (one span per run, no per-frame split)."""
-    ids = input_ids.reshape(-1)
-    spans, counters = [], dict.fromkeys(token_ids, 0)
-    for modality, token in token_ids.items():
-        hits = (ids == token).int()
-        edges = torch.diff(torch.nn.functional.pad(hits, (1, 1)))
-        for start, end in zip((edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()):
-            spans.append(Span(modality, start, end, counters[modality]))
-            counters[modality] += 1
-    return ModalitySpans(ids.shape[0], spans)
 
 
 def _kept_by_modality(layer: PackedLayer, spans: ModalitySpans) -> dict[str, int]:

@@ -1,0 +1,142 @@
+"""Fast smoke test of `benchmarks/kv_compression.py`: its functions on tiny random models, in a few seconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnipress.testing import local_tokenizer, tiny_model
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def kc():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("kv_compression", BENCHMARKS / "kv_compression.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture()
+def llama():
+    return tiny_model("llama"), local_tokenizer("llama")
+
+
+def test_kvpress_ratio_keeps_exactly_the_budget(kc):
+    for n in (100, 533, 1000, 3917, 4096):
+        for kept in (32, 64, 100, 128, 256):
+            if kept <= n:
+                assert int(n * (1 - kc.kvpress_ratio_for(n, kept))) == kept
+    with pytest.raises(ValueError, match="kept"):
+        kc.kvpress_ratio_for(10, 11)
+
+
+def test_haystack_prompt_fits_and_splits_at_the_question(kc, llama):
+    _, tokenizer = llama
+    haystack = kc.Haystack(tokenizer)
+    for depth in (0.0, 0.5, 1.0):
+        prompt = haystack.prompt(900, depth, "Lisbon", "4721")
+        assert 800 < prompt.ids.shape[1] <= 900
+        context = tokenizer.decode(prompt.context_ids[0])
+        query = tokenizer.decode(prompt.query_ids[0])
+        assert "The secret pass code for Lisbon is 4721." in context
+        assert query.startswith("\n\nWhat is the secret pass code for Lisbon?")
+        assert query.endswith("The secret pass code for Lisbon is")
+    first = haystack.prompt(900, 0.0, "Lisbon", "4721")
+    assert "The secret pass code" in tokenizer.decode(first.context_ids[0, :40])
+    with pytest.raises(ValueError, match="depth"):
+        haystack.prompt(900, 1.5, "Lisbon", "4721")
+
+
+def test_text_speed_rows_bytes_and_kvpress_overlap(kc, llama):
+    model, tokenizer = llama
+    runner = kc.KvpressRunner() if kc.kvpress_unavailable_reason() is None else None
+    budgets = [40, 64]
+    section = kc.run_text_speed(
+        model,
+        tokenizer,
+        context_tokens=600,
+        budgets=budgets,
+        repeats=1,
+        decode_tokens=2,
+        kvpress=runner,
+        warmup_tokens=200,
+        log=lambda _: None,
+    )
+    rows = section["rows"]
+    layers, heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    assert rows["none"]["kept_entries"] == layers * heads * section["prompt_tokens"]
+    for b in budgets:
+        assert rows[f"SnapKV b={b}"]["kept_entries"] == layers * heads * b
+        for method in ("SnapKV", "AdaKV", "MixKV-SnapKV", "MixKV-AdaKV"):
+            row = rows[f"{method} b={b}"]
+            assert row["kv_bytes"] == row["kept_entry_bytes"]  # packed cache: exactly what it keeps
+            assert row["kv_bytes"] < rows["none"]["kv_bytes"]
+            assert len(row["decode_ms"]) == 1 and row["prefill_median_s"] > 0
+    assert "| SnapKV b=40 |" in kc.render_speed(section)
+    if runner is not None:
+        for b in budgets:
+            snap = rows[f"kvpress SnapKV b={b}"]
+            assert snap["kept_entries"] == layers * heads * b
+            assert snap["overlap_with_omnipress"]["mean_overlap"] > 0.9  # same scores up to float rounding
+            ada = rows[f"kvpress AdaKV b={b}"]
+            assert ada["kv_bytes"] == rows["none"]["kv_bytes"]  # kvpress masks, frees nothing
+            assert ada["kept_entries"] == layers * heads * b
+        assert "omnipress / kvpress" in kc.render_kvpress(section)
+
+
+def test_niah_matches_generate_and_scores_both_modes(kc, llama):
+    model, tokenizer = llama
+    kwargs = dict(context_tokens=400, budgets=[40], depths=[0.0, 1.0], needles=kc.NEEDLES[:1], max_new_tokens=3)
+    sections = {}
+    for mode in ("query-aware", "query-agnostic"):
+        sections[mode] = kc.run_niah(model, tokenizer, mode=mode, log=lambda _: None, **kwargs)
+        assert sections[mode]["complete"] and len(sections[mode]["prompts"]) == 2
+        methods = ("SnapKV", "AdaKV", "MixKV-SnapKV", "MixKV-AdaKV")
+        assert set(sections[mode]["accuracy"]) == {"none", *(f"{m} b=40" for m in methods)}
+    # The captured-prefill path decodes exactly what model.generate does on the untouched model.
+    prompt = kc.Haystack(tokenizer).prompt(400, 0.0, *kc.NEEDLES[0])
+    with torch.no_grad():
+        out = model.generate(prompt.ids, max_new_tokens=3, do_sample=False, min_new_tokens=3)
+    expected = tokenizer.decode(out[0, prompt.ids.shape[1] :], skip_special_tokens=True)
+    got = sections["query-aware"]["prompts"][0]["answers"]["none"]["answer"]
+    assert expected.startswith(got)
+    # Interrupted runs resume: finished prompts are kept, not recomputed.
+    partial = {"prompts": sections["query-aware"]["prompts"][:1]}
+    seen = []
+    resumed = kc.run_niah(model, tokenizer, mode="query-aware", done=partial, log=seen.append, **kwargs)
+    assert len(seen) == 1 and resumed["prompts"][0] is partial["prompts"][0]
+    assert "Per depth" in kc.render_niah({f"{m}": s for m, s in sections.items()})
+
+
+def test_vlm_section_counts_kept_entries_per_span(kc):
+    section = kc.run_vlm("qwen2_vl", budgets=[64], repeats=1, log=lambda _: None)
+    rows = section["rows"]
+    snap = rows["SnapKV b=64"]
+    assert set(snap["modality_tokens"]) == {"text", "image", "video"}
+    assert sum(snap["kept_per_head"].values()) == pytest.approx(64)
+    assert snap["kv_bytes"] == snap["kept_entry_bytes"] < rows["none"]["kv_bytes"]
+    assert "video kept/head" in kc.render_vlm(section)
+
+
+def test_result_store_resumes_and_report_only_prints(kc, tmp_path, capsys):
+    from _common import ResultStore
+
+    path = tmp_path / "results.json"
+    store = ResultStore(path)
+    store.put("a", {"x": 1})
+    assert json.loads(path.read_text()) == {"a": {"x": 1}}
+    assert ResultStore(path).get("a") == {"x": 1}
+    assert ResultStore(path, resume=False).get("a") is None
+    assert kc.main(["--report-only", "--out", str(path)]) == 0
+    assert "Targets" in capsys.readouterr().out
