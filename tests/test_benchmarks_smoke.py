@@ -21,9 +21,11 @@ def kc():
     try:
         spec = importlib.util.spec_from_file_location("kv_compression", BENCHMARKS / "kv_compression.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules["kv_compression"] = module  # dataclasses resolve annotations through sys.modules
         spec.loader.exec_module(module)
         yield module
     finally:
+        sys.modules.pop("kv_compression", None)
         sys.path.remove(str(BENCHMARKS))
 
 

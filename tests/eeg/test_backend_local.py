@@ -149,3 +149,14 @@ def test_max_pixels_reduces_visual_tokens(qwen, images, tmp_path):
     n_default = LocalVLMBackend(model, tok, max_new_tokens=1).encode(prompt).length
     n_small = LocalVLMBackend(model, tok, max_new_tokens=1, max_pixels=224 * 224).encode(prompt).length
     assert n_small < n_default
+
+
+def test_from_pretrained_loads_a_saved_checkpoint(qwen, images, tmp_path):
+    model, tok = qwen
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = LocalVLMBackend.from_pretrained(tmp_path, dtype="float32", max_new_tokens=4)
+    reference = LocalVLMBackend(model, tok, max_new_tokens=4)
+    prompt = _prompt(images, 0, [1, 2], [3, 4])
+    assert loaded.generate(prompt).text == reference.generate(prompt).text
+    assert loaded.describe()["model"] == str(tmp_path) and loaded.describe()["family"] == "qwen2_vl"
