@@ -48,7 +48,7 @@ def test_haystack_prompt_fits_and_splits_at_the_question(kc, llama):
     haystack = kc.Haystack(tokenizer)
     for depth in (0.0, 0.5, 1.0):
         prompt = haystack.prompt(900, depth, "Lisbon", "4721")
-        assert 800 < prompt.ids.shape[1] <= 900
+        assert 600 < prompt.ids.shape[1] <= 900  # whole sentences (~130 byte tokens each here)
         context = tokenizer.decode(prompt.context_ids[0])
         query = tokenizer.decode(prompt.query_ids[0])
         assert "The secret pass code for Lisbon is 4721." in context

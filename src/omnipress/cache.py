@@ -21,10 +21,13 @@ of silently attending to the wrong entries.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.cache_utils import CacheLayerMixin
+
+if TYPE_CHECKING:
+    from .kv.budgets import RaggedIndices
 
 _ACTIVE_ATTENTION_PATHS = [0]  # how many omnipress attention contexts are open (guards misuse of packed layers)
 
@@ -80,12 +83,13 @@ class PackedLayer(CacheLayerMixin):
         cls,
         keys: torch.Tensor,
         values: torch.Tensor,
-        keep: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        keep: torch.Tensor | RaggedIndices | Sequence[torch.Tensor] | None = None,
     ) -> PackedLayer:
         """Pack dense `(batch, kv_heads, seq, dim)` keys/values, keeping the positions in `keep`.
 
-        `keep` is either a `(batch, kv_heads, k)` index tensor (same count for every head), a flat sequence of
-        `batch*kv_heads` 1-D index tensors (one per head, batch-major), or `None` (keep everything).
+        `keep` is a `(batch, kv_heads, k)` index tensor (same count for every head), `RaggedIndices` (flat
+        positions plus per-head lengths), a sequence of `batch*kv_heads` 1-D index tensors (one per head,
+        batch-major), or `None` (keep everything).
         """
         bsz, heads, seq, _ = keys.shape
         device = keys.device
@@ -103,14 +107,21 @@ class PackedLayer(CacheLayerMixin):
             flat_v = kept_v.reshape(bsz * heads * k, -1)
             positions = keep.reshape(-1).to(torch.int32)
         else:
-            if len(keep) != bsz * heads:
-                raise ValueError(f"expected {bsz * heads} per-head index tensors, got {len(keep)}")
-            ks = keys.reshape(bsz * heads, seq, -1)
-            vs = values.reshape(bsz * heads, seq, -1)
-            flat_k = torch.cat([ks[i].index_select(0, ix) for i, ix in enumerate(keep)])
-            flat_v = torch.cat([vs[i].index_select(0, ix) for i, ix in enumerate(keep)])
-            lengths = torch.tensor([len(ix) for ix in keep], dtype=torch.long, device=device)
-            positions = torch.cat(list(keep)).to(torch.int32)
+            from .kv.budgets import RaggedIndices  # a cycle at import time: kv imports this module
+
+            if isinstance(keep, RaggedIndices):
+                lengths, flat_pos = keep.lengths.reshape(-1).to(device), keep.flat.to(device)
+            else:
+                if len(keep) != bsz * heads:
+                    raise ValueError(f"expected {bsz * heads} per-head index tensors, got {len(keep)}")
+                lengths = torch.tensor([len(ix) for ix in keep], dtype=torch.long, device=device)
+                flat_pos = torch.cat(list(keep)).to(device=device, dtype=torch.long)
+            if lengths.numel() != bsz * heads:
+                raise ValueError(f"expected lengths for {bsz * heads} heads, got {lengths.numel()}")
+            rows = torch.repeat_interleave(torch.arange(bsz * heads, device=device), lengths)
+            flat_k = keys.reshape(bsz * heads, seq, -1)[rows, flat_pos]  # (total_kept, dim)
+            flat_v = values.reshape(bsz * heads, seq, -1)[rows, flat_pos]
+            positions = flat_pos.to(torch.int32)
         return cls(
             flat_k.contiguous(),
             flat_v.contiguous(),

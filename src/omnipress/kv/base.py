@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..spans import SCOPES
+from .budgets import RaggedIndices, top_capacity_indices, top_uniform_indices
 from .report import CompressionReport
 
 if TYPE_CHECKING:
@@ -134,9 +135,9 @@ class KVPress(ABC):
         """Ranking used to pick tokens inside each head's capacity. Default: the scores themselves."""
         return scores
 
-    def keep_indices(self, layer: LayerInputs) -> torch.Tensor | list[torch.Tensor]:
+    def keep_indices(self, layer: LayerInputs) -> torch.Tensor | RaggedIndices:
         """Positions kept per head, ascending: a `(batch, kv_heads, k)` tensor when every head keeps `k` entries,
-        else a list of `batch*kv_heads` 1-D tensors (batch-major)."""
+        else `RaggedIndices` (flat positions plus per-head lengths)."""
         scores = self.score(layer)
         n_cand = int(layer.candidates.sum())
         caps = self.capacities(layer, scores).clamp(0, n_cand)
@@ -171,22 +172,18 @@ class _PressContext:
 
 def select_tokens(
     ranks: torch.Tensor, capacities: torch.Tensor, protected: torch.Tensor
-) -> torch.Tensor | list[torch.Tensor]:
+) -> torch.Tensor | RaggedIndices:
     """Keep, per head, the `capacities[b, h]` best-ranked entries plus every protected position.
 
-    `ranks` `(batch, kv_heads, N)` with `-inf` on non-candidates; ties go to the earlier position (stable sort).
-    Returns ascending positions, as in `KVPress.keep_indices`.
+    `ranks` `(batch, kv_heads, N)` with `-inf` on non-candidates; ties go to the earlier position. Returns ascending
+    positions: a `(batch, kv_heads, k)` tensor when every head keeps `k` entries, else `RaggedIndices`.
     """
-    bsz, heads, _ = ranks.shape
-    order = torch.sort(ranks, dim=-1, descending=True, stable=True).indices  # (batch, kv_heads, N)
-    prot = protected.nonzero().squeeze(1)
-    caps = capacities.reshape(-1).tolist()
-    if len(set(caps)) == 1:
-        k = caps[0]
-        chosen = torch.cat([order[..., :k], prot.expand(bsz, heads, -1)], dim=-1)
-        return chosen.sort(dim=-1).values
-    flat = order.reshape(bsz * heads, -1)
-    return [torch.cat([flat[i, :c], prot]).sort().values for i, c in enumerate(caps)]
+    ranks = ranks.masked_fill(protected, float("inf"))
+    capacities = capacities + int(protected.sum())
+    caps = capacities.reshape(-1)
+    if bool((caps == caps[0]).all()):
+        return top_uniform_indices(ranks, int(caps[0]))
+    return top_capacity_indices(ranks, capacities)
 
 
 @dataclass
