@@ -69,12 +69,11 @@ from transformers import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-from _common import ResultStore, markdown_table, median, mib  # noqa: E402
-
-import omnipress as op  # noqa: E402
-from omnipress.cache import PackedLayer, cache_kv_bytes  # noqa: E402
-from omnipress.kv.session import capture_prefill, compress_captured  # noqa: E402
+import _common
+import omnipress as op
+from _common import ResultStore, markdown_table, median, mib
+from omnipress.cache import PackedLayer, cache_kv_bytes
+from omnipress.kv.session import capture_prefill, compress_captured
 
 BUDGETS = (64, 128, 256)
 WINDOW = 32
@@ -622,7 +621,8 @@ def run_niah(
                     if mode == "query-aware":
                         first = int(out.logits[0, -1].argmax())
                     else:
-                        step = model(input_ids=prompt.query_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                        query = prompt.query_ids
+                        step = model(input_ids=query, past_key_values=cache, use_cache=True, logits_to_keep=1)
                         first = int(step.logits[0, -1].argmax())
                     tokens, _ = greedy_steps(
                         model,
@@ -682,9 +682,7 @@ def vlm_inputs(family: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     )
 
 
-def run_vlm(
-    family: str, *, budgets: Sequence[int], repeats: int, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+def run_vlm(family: str, *, budgets: Sequence[int], repeats: int, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Prefill time, KV bytes and kept entries per modality span on a tiny `family` model with real media."""
     from omnipress.testing import tiny_model
 
@@ -783,7 +781,7 @@ def render_speed(section: dict[str, Any]) -> str:
 def render_kvpress(section: dict[str, Any]) -> str | None:
     rows = section["rows"]
     table = []
-    for label, row in rows.items():
+    for row in rows.values():
         if row["library"] != "kvpress":
             continue
         ours = rows.get(f"{row['method']} b={row['budget']}")
@@ -856,13 +854,17 @@ def render_vlm(section: dict[str, Any]) -> str:
     table = []
     for label, row in rows.items():
         kept = row.get("kept_per_head")
-        cells = [
-            f"{kept[m]:.1f}/{modalities[m]}" if kept else f"{modalities[m]}/{modalities[m]}" for m in modalities
-        ]
+        cells = [f"{kept[m]:.1f}/{modalities[m]}" if kept else f"{modalities[m]}/{modalities[m]}" for m in modalities]
         gap = row["kv_bytes"] / row["kept_entry_bytes"] - 1
         table.append(
-            [label, f"{row['prefill_median_s'] * 1e3:.1f}", mib(row["kv_bytes"]), mib(row["kept_entry_bytes"]),
-             _pct(gap), *cells]  # fmt: skip
+            [
+                label,
+                f"{row['prefill_median_s'] * 1e3:.1f}",
+                mib(row["kv_bytes"]),
+                mib(row["kept_entry_bytes"]),
+                _pct(gap),
+                *cells,
+            ]
         )
     headers = ["config", "prefill ms", "KV MiB (physical)", "KV MiB (kept entries)", "physical vs kept"]
     headers += [f"{m} kept/head" for m in modalities]
@@ -885,16 +887,26 @@ def targets(speed: dict[str, Any] | None, vlms: Sequence[dict[str, Any]]) -> str
                     ratio = row["prefill_median_s"] / base["prefill_median_s"] - 1
                     extra = row.get("compression_median_ms", 0) - base.get("compression_median_ms", 0)
                     lines.append(
-                        [f"MixKV prefill overhead over {host} <= 10%", label, f"{100 * ratio:+.1f}%",
-                         "yes" if ratio <= 0.10 else "NO", f"scoring +{extra:.0f} ms"]  # fmt: skip
+                        [
+                            f"MixKV prefill overhead over {host} <= 10%",
+                            label,
+                            f"{100 * ratio:+.1f}%",
+                            "yes" if ratio <= 0.10 else "NO",
+                            f"scoring +{extra:.0f} ms",
+                        ]
                     )
-        for label, row in rows.items():
+        for row in rows.values():
             if row["library"] == "kvpress" and row["method"] == "SnapKV":
                 ours = rows[f"SnapKV b={row['budget']}"]
                 ratio = ours["prefill_median_s"] / row["prefill_median_s"]
                 lines.append(
-                    ["our SnapKV no slower than kvpress", f"SnapKV b={row['budget']}", f"{ratio:.2f}x",
-                     "yes" if ratio <= 1.0 else "NO", "prefill time ratio"]  # fmt: skip
+                    [
+                        "our SnapKV no slower than kvpress",
+                        f"SnapKV b={row['budget']}",
+                        f"{ratio:.2f}x",
+                        "yes" if ratio <= 1.0 else "NO",
+                        "prefill time ratio",
+                    ]
                 )
     all_rows = [("SmolLM2", label, row) for label, row in (speed or {}).get("rows", {}).items()]
     all_rows += [(v["family"], label, row) for v in vlms for label, row in v["rows"].items()]
@@ -904,8 +916,13 @@ def targets(speed: dict[str, Any] | None, vlms: Sequence[dict[str, Any]]) -> str
         gap = abs(row["kv_bytes"] / row["kept_entry_bytes"] - 1)
         if label != "none":
             lines.append(
-                ["physical KV bytes within 5% of kept entries", f"{model_name} {label}", f"{100 * gap:.2f}%",
-                 "yes" if gap <= 0.05 else "NO", ""]  # fmt: skip
+                [
+                    "physical KV bytes within 5% of kept entries",
+                    f"{model_name} {label}",
+                    f"{100 * gap:.2f}%",
+                    "yes" if gap <= 0.05 else "NO",
+                    "",
+                ]
             )
     if not lines:
         return "(no section measured)"

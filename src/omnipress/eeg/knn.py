@@ -16,12 +16,15 @@ size in the pool, which counters the heavy class imbalance (the target metric is
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from omnipress.eeg.embed import EmbeddingIndex
 from omnipress.eeg.retrieve import Retriever
+
+if TYPE_CHECKING:
+    from omnipress.eeg.windows import WindowSet
 
 
 def knn_vote(
@@ -85,7 +88,7 @@ def knn_vote(
 
 
 def knn_rows(
-    windows,
+    windows: WindowSet,
     index: EmbeddingIndex,
     queries: np.ndarray,
     **kwargs,

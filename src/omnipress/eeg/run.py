@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from omnipress.eeg.embed import EmbeddingIndex, windows_fingerprint
 from omnipress.eeg.prompts import VARIANTS, PromptImage, build_prompt, parse_decision
 from omnipress.eeg.render import ImageStore
 from omnipress.eeg.retrieve import Retriever, Selection
+
+if TYPE_CHECKING:
+    from omnipress.eeg.windows import WindowSet
 
 RESULTS = "results.jsonl"
 ERRORS = "errors.jsonl"
@@ -218,7 +221,7 @@ def answered_windows(out_dir: str | Path) -> set[int]:
 
 
 def run(
-    windows,
+    windows: WindowSet,
     backend: Backend,
     out_dir: str | Path,
     *,

@@ -21,10 +21,8 @@ the cache is left untouched (the report says so), or a `ValueError` is raised wi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -74,6 +72,7 @@ class BudgetConfig:
         if self.budget is not None:
             c = self.budget - self.window
         else:
+            assert self.compression_ratio is not None  # validated in __post_init__
             c = int(n_scope * (1.0 - self.compression_ratio)) - n_window_in_scope
         return max(0, min(c, n_candidates))
 
@@ -150,24 +149,22 @@ class KVPress(ABC):
 
 
 class _PressContext:
+    """`with press(model):` — attaches a `PressSession` on enter and removes it on exit."""
+
     def __init__(self, press: KVPress, model: nn.Module) -> None:
         self.press, self.model = press, model
-        self._cm: Iterator[KVPress] | None = None
-
-    @contextmanager
-    def _run(self) -> Iterator[KVPress]:
-        from .session import PressSession
-
-        with PressSession(self.press, self.model):
-            yield self.press
+        self._session: Any = None
 
     def __enter__(self) -> KVPress:
-        self._cm = self._run()
-        return self._cm.__enter__()
+        from .session import PressSession
 
-    def __exit__(self, *exc: object) -> bool | None:
-        assert self._cm is not None
-        return self._cm.__exit__(*exc)
+        self._session = PressSession(self.press, self.model).__enter__()
+        return self.press
+
+    def __exit__(self, *exc: object) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.__exit__(*exc)
 
 
 def select_tokens(

@@ -33,6 +33,7 @@ class SparseMM(SnapKV):
             )
 
     def capacities(self, layer: LayerInputs, scores: torch.Tensor) -> torch.Tensor:
+        assert self.profile is not None  # validated in __post_init__
         self.profile.check(layer.num_layers, scores.shape[1])
         table = sparsemm_capacities(
             self.profile.scores, layer.capacity, min_ratio=self.min_ratio, n_valid=int(layer.candidates.sum())
