@@ -242,6 +242,8 @@ class KvpressRunner:
         finally:
             for hook in hooks:
                 hook.remove()
+            for layer in lm.layers:  # AdaKVPress leaves its masks on the modules
+                layer.self_attn.masked_key_indices = None
             mapping.clear()
             mapping.update(saved)
 

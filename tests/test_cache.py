@@ -83,8 +83,9 @@ def test_update_outside_an_omnipress_context_is_refused():
 def test_bad_shapes_are_refused():
     k, v = _dense()
     with pytest.raises(ValueError, match="batch_size"):
-        PackedLayer(k[0, 0], v[0, 0], torch.tensor([10]), torch.arange(10), batch_size=2, num_heads=3,
-                    logical_length=10)
+        PackedLayer(
+            k[0, 0], v[0, 0], torch.tensor([10]), torch.arange(10), batch_size=2, num_heads=3, logical_length=10
+        )
     with pytest.raises(ValueError, match="per-head index"):
         PackedLayer.from_dense(k, v, [torch.arange(3)])
 
