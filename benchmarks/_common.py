@@ -12,8 +12,7 @@ import os
 import platform
 import re
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def median(values: Sequence[float]) -> float:
     """Median of a non-empty sequence (NaN when empty)."""
     return float(statistics.median(values)) if values else float("nan")
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """`(seconds, result)` of one call, wall clock (`time.perf_counter`)."""
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
 
 
 def environment() -> dict[str, Any]:

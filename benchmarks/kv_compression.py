@@ -3,7 +3,8 @@
 Prints markdown tables (ready for BENCHMARKS.md) and writes every finished section to a JSON file, so an
 interrupted run resumes where it stopped::
 
-    python benchmarks/kv_compression.py                      # full run (~20-25 min on 2 CPU cores)
+    python benchmarks/kv_compression.py                      # full run (~35 min on 2 shared CPU cores)
+    python benchmarks/kv_compression.py --niah-context-tokens 4096    # ~28 min: haystack at 4k only
     python benchmarks/kv_compression.py --quick              # ~2 min smoke version
     python benchmarks/kv_compression.py --context-tokens 4096 2048 --repeats 5 --out results.json
     python benchmarks/kv_compression.py --report-only --out results.json    # re-print the tables
@@ -18,6 +19,8 @@ Sections
     positions of our ``SnapKV(budget=b, window=32, kernel=5, pooling="avg")`` and kvpress's
     ``SnapKVPress(window_size=32, kernel_size=5)`` at the ratio that keeps ``b`` entries are compared per layer
     and KV head (kvpress also average-pools with zero padding counted, kernel 5, and averages each GQA group).
+    To read kvpress's kept positions, its SnapKV press is subclassed to repeat the top-k of `ScorerPress.compress`
+    on the scores (one extra top-k per layer, microseconds) and the result is checked against kvpress's cache.
 ``niah``
     Needle in a haystack on the same model: ``depths x needles`` prompts ("The secret pass code for <city> is
     <4 digits>." inside prose from the Python language reference), scored by whether the number appears in the
@@ -889,10 +892,21 @@ def render_vlm(section: dict[str, Any]) -> str:
     return head + "\n\n" + markdown_table(headers, table)
 
 
-def _per_round(numerator: dict[str, Any], denominator: dict[str, Any]) -> str:
+def _per_round(numerator: dict[str, Any], denominator: dict[str, Any]) -> list[float]:
     """Prefill time ratios round by round (both rows were timed once per interleaved round)."""
-    pairs = zip(numerator["prefill_s"], denominator["prefill_s"])
-    return ", ".join(f"{a / b:.2f}" for a, b in pairs)
+    return [a / b for a, b in zip(numerator["prefill_s"], denominator["prefill_s"])]
+
+
+def _verdict(ratio: float, rounds: list[float], limit: float) -> str:
+    """`yes` when the ratio of medians meets the limit; `within noise` when it does not but at least one
+    interleaved round does (the rounds straddle the limit); else `NO`."""
+    if ratio <= limit:
+        return "yes"
+    return "within noise" if min(rounds) <= limit else "NO"
+
+
+def _rounds_text(rounds: list[float]) -> str:
+    return ", ".join(f"{r:.3f}" for r in rounds)
 
 
 def targets(speed: dict[str, Any] | None, vlms: Sequence[dict[str, Any]]) -> str:
@@ -907,13 +921,14 @@ def targets(speed: dict[str, Any] | None, vlms: Sequence[dict[str, Any]]) -> str
                     ratio = row["prefill_median_s"] / base["prefill_median_s"] - 1
                     extra = row.get("compression_median_ms", 0) - base.get("compression_median_ms", 0)
                     share = extra / (1e3 * base["prefill_median_s"])
+                    rounds = _per_round(row, base)
                     lines.append(
                         [
                             f"MixKV prefill overhead over {host} <= 10%",
                             label,
                             f"{100 * ratio:+.1f}%",
-                            "yes" if ratio <= 0.10 else "NO",
-                            f"per round {_per_round(row, base)}; extra scoring {extra:+.0f} ms = "
+                            _verdict(1 + ratio, rounds, 1.10),
+                            f"per round {_rounds_text(rounds)}; extra scoring {extra:+.0f} ms = "
                             f"{100 * share:+.1f}% of the host's prefill",
                         ]
                     )
@@ -921,13 +936,14 @@ def targets(speed: dict[str, Any] | None, vlms: Sequence[dict[str, Any]]) -> str
             if row["library"] == "kvpress" and row["method"] == "SnapKV":
                 ours = rows[f"SnapKV b={row['budget']}"]
                 ratio = ours["prefill_median_s"] / row["prefill_median_s"]
+                rounds = _per_round(ours, row)
                 lines.append(
                     [
                         "our SnapKV prefill no slower than kvpress",
                         f"SnapKV b={row['budget']}",
-                        f"{ratio:.2f}x",
-                        "yes" if ratio <= 1.0 else "NO",
-                        f"ratio of medians; per round {_per_round(ours, row)}",
+                        f"{ratio:.3f}x",
+                        _verdict(ratio, rounds, 1.0),
+                        f"ratio of medians; per round {_rounds_text(rounds)}",
                     ]
                 )
     models = [(speed["model"], speed["rows"])] if speed else []

@@ -86,6 +86,9 @@ def test_text_speed_rows_bytes_and_kvpress_overlap(kc, llama):
             assert row["kv_bytes"] < rows["none"]["kv_bytes"]
             assert len(row["decode_ms"]) == 1 and row["prefill_median_s"] > 0
     assert "| SnapKV b=48 |" in kc.render_speed(section)
+    checks = kc.targets(section, [])
+    assert "| physical KV bytes within 5% of kept entries | LlamaForCausalLM: all 4 omnipress presses |" in checks
+    assert "max 0.00% | yes |" in checks
     if runner is not None:
         for b in budgets:
             snap = rows[f"kvpress SnapKV b={b}"]
@@ -142,3 +145,9 @@ def test_result_store_resumes_and_report_only_prints(kc, tmp_path, capsys):
     assert ResultStore(path, resume=False).get("a") is None
     assert kc.main(["--report-only", "--out", str(path)]) == 0
     assert "Targets" in capsys.readouterr().out
+
+
+def test_verdict_reads_interleaved_rounds(kc):
+    assert kc._verdict(0.99, [1.02, 0.99, 0.98], 1.0) == "yes"
+    assert kc._verdict(1.01, [1.03, 0.99, 1.01], 1.0) == "within noise"
+    assert kc._verdict(1.20, [1.15, 1.20, 1.25], 1.10) == "NO"
