@@ -31,6 +31,16 @@ class FamilyAdapter(ModelAdapter):
     modalities: ClassVar[tuple[str, ...]] = ()
 
     @property
+    def inner_model(self) -> nn.Module:
+        """The bare `*Model` under a `*ForConditionalGeneration` head (it holds the encoders, `language_model` and,
+        for M-RoPE families, `rope_deltas`)."""
+        return self.model.model if hasattr(self.model, "lm_head") else self.model
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.inner_model.language_model
+
+    @property
     def config(self) -> Any:
         """The config that holds the modality token ids (the thinker config for the full Qwen2.5-Omni)."""
         return self.model.config

@@ -20,7 +20,6 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from ..media.video import frames_to_tensor, normalize_frames
 from ..spans import ModalitySpans, spans_from_placeholders
@@ -30,14 +29,6 @@ HALF = (0.5, 0.5, 0.5)
 
 
 class _LlavaBase(FamilyAdapter):
-    @property
-    def inner_model(self) -> nn.Module:
-        return self.model.model if hasattr(self.model, "lm_head") else self.model
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self.inner_model.language_model
-
     @property
     def patches_per_side(self) -> int:
         vc = self.config.vision_config

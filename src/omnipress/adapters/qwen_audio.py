@@ -64,14 +64,6 @@ class Qwen2AudioAdapter(FamilyAdapter):
     modalities: ClassVar[tuple[str, ...]] = ("audio",)
 
     @property
-    def inner_model(self) -> nn.Module:
-        return self.model.model if hasattr(self.model, "lm_head") else self.model
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self.inner_model.language_model
-
-    @property
     def modality_token_ids(self) -> dict[str, int]:
         return {"audio": self.config_token_id("audio_token_id", "audio_token_index")}
 

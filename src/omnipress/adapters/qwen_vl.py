@@ -41,15 +41,6 @@ class QwenVisionAdapter(MRopeAdapter):
     video_max_tokens: ClassVar[int] = 768
 
     @property
-    def inner_model(self) -> nn.Module:
-        """The `*Model` holding `visual`, `language_model` and `rope_deltas`."""
-        return self.model.model if hasattr(self.model, "lm_head") else self.model
-
-    @property
-    def language_model(self) -> nn.Module:
-        return self.inner_model.language_model
-
-    @property
     def rope_owner(self) -> nn.Module:
         return self.inner_model
 
