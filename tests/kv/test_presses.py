@@ -327,3 +327,19 @@ def test_mixkv_weight_one_selects_the_most_diverse_keys():
         want = div.sort(dim=-1, descending=True, stable=True).indices[..., : budget - window].sort(-1).values
         got = torch.stack(layer.head_positions()).view(*want.shape[:2], -1)[..., : budget - window].long()
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "flex_attention"])
+def test_other_attention_kernels_decode_like_eager(impl):
+    inputs = _inputs("llama", tiny_model("llama"))
+    outs = {}
+    for name in ("eager", impl):
+        model = tiny_model("llama", attn_implementation=name)
+        for press in (op.SnapKV(budget=16, window=4), op.AdaKV(budget=16, window=4)):
+            with press(model):
+                outs[name, press.name] = _generate(model, inputs)
+    for press_name in ("SnapKV", "AdaKV"):
+        a, b = outs["eager", press_name], outs[impl, press_name]
+        assert torch.equal(a.sequences, b.sequences)
+        for x, y in zip(a.logits, b.logits):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)

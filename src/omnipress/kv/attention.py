@@ -70,10 +70,14 @@ def detach(module: nn.Module) -> None:
     _SESSIONS.pop(module, None)
 
 
+def _base_name(module: nn.Module) -> str:
+    name = module.config._attn_implementation or "eager"
+    return name[len(PREFIX) :] if name.startswith(PREFIX) else name
+
+
 def base_attention(module: nn.Module) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
     """The model's own attention function for `module` (what its config named before omnipress wrapped it)."""
-    name = module.config._attn_implementation or "eager"
-    base = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    base = _base_name(module)
     if base == "eager":
         eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
         if eager is None:
@@ -120,12 +124,13 @@ def packed_attention(
     """Exact attention of `query` `(batch, q_heads, q, dim)` over a packed layer that already holds the new tokens.
 
     Returns `(batch, q, q_heads, dim_v)` like transformers' attention functions. A new token sees every kept entry
-    and the new tokens before it.
+    and the new tokens before it. Uniform layers under sdpa/eager call the model's own kernel on the dense view (so
+    keeping everything is bit-identical); other layers and kernels use one SDPA call per KV head.
     """
     bsz, q_heads, q_len, _ = query.shape
     kv_heads = layer.num_heads
     groups = q_heads // kv_heads
-    if layer.is_uniform:
+    if layer.is_uniform and _base_name(module) in ("sdpa", "eager"):
         keys, values = layer.dense()  # (batch, kv_heads, seq, dim)
         mask = None
         if q_len > 1:
@@ -147,9 +152,8 @@ def packed_attention(
 
 
 def _mask_for(module: nn.Module, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A bool mask for kernels that take one (sdpa, flex), an additive float mask for eager."""
-    name = module.config._attn_implementation or "eager"
-    if name.endswith("eager"):
+    """A bool mask for sdpa, an additive float mask for eager."""
+    if _base_name(module) == "eager":
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
             ~allowed, torch.finfo(dtype).min
         )
