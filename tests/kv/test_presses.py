@@ -343,3 +343,34 @@ def test_other_attention_kernels_decode_like_eager(impl):
         assert torch.equal(a.sequences, b.sequences)
         for x, y in zip(a.logits, b.logits):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+
+
+def test_generate_helper_with_an_audio_scoped_press():
+    from omnipress.testing import real_speech, tiny_processor
+
+    model = tiny_model("qwen2_audio")
+    press = op.MixKV(op.SnapKV(budget=24, window=4, scope="audio"))
+    result = op.generate(
+        model,
+        tiny_processor("qwen2_audio", model),
+        text="What is said?",
+        audio=real_speech(),
+        press=press,
+        max_new_tokens=3,
+    )
+    report = result.report
+    assert report is press.report and report.compressed
+    assert report.kept_fraction("text") == 1.0 and report.kept_fraction("audio") < 0.5
+    for stats in report.layers:
+        assert stats.kept_by_modality["audio"] == (24 - 4) * len(stats.kept_per_head)
+
+
+def test_video_scope_on_qwen2_vl_frames():
+    model = tiny_model("qwen2_vl")
+    inputs = tiny_inputs("qwen2_vl", model, image=True, video_frames=4)
+    press = op.AdaKV(budget=20, window=4, scope="video")
+    with press(model):
+        _generate(model, inputs, n=2)
+    report = press.report
+    assert report.kept_fraction("image") == 1.0 and report.kept_fraction("text") == 1.0
+    assert 0 < report.kept_fraction("video") < 1.0
