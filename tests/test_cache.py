@@ -143,3 +143,34 @@ def test_cache_kv_bytes_counts_packed_and_dense_layers():
     assert cache_kv_bytes(cache) == 2 * 2 * k.numel() * 4
     cache.layers[1] = PackedLayer.from_dense(k, v, torch.tensor([[2]]).expand(2, 3, 1))
     assert cache_kv_bytes(cache) == 2 * k.numel() * 4 + 2 * 2 * 3 * 1 * 4 * 4
+
+
+def _varlen_reference(q, k, v, cu_q, cu_k, max_q, max_k, softmax_scale=None, causal=False):
+    """flash_attn_varlen_func's documented semantics in plain PyTorch (causal aligned to the bottom right)."""
+    out = torch.empty(q.shape[0], q.shape[1], v.shape[-1])
+    groups = q.shape[1] // k.shape[1]
+    for s in range(len(cu_q) - 1):
+        qs, ks = q[cu_q[s] : cu_q[s + 1]], k[cu_k[s] : cu_k[s + 1]]
+        vs = v[cu_k[s] : cu_k[s + 1]]
+        lq, lk = qs.shape[0], ks.shape[0]
+        for h in range(q.shape[1]):
+            logits = (qs[:, h] @ ks[:, h // groups].T) * softmax_scale
+            if causal:
+                allowed = torch.arange(lk)[None, :] <= torch.arange(lq)[:, None] + (lk - lq)
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            out[cu_q[s] : cu_q[s + 1], h] = logits.softmax(-1) @ vs[:, h // groups]
+    return out
+
+
+@pytest.mark.parametrize("q_len", [1, 3])
+def test_flash_varlen_layout_matches_the_pytorch_path(open_path, q_len):
+    """The flash-attn varlen call (layout, cu_seqlens, output order) checked with a CPU stand-in of the kernel."""
+    from omnipress.kv.attention import _flash_varlen_attention
+
+    k, v = _dense(bsz=2, heads=2, seq=12, dim=8)
+    layer = PackedLayer.from_dense(k, v, _ragged_keep(2, 2, 12))
+    layer.update(*_dense(bsz=2, heads=2, seq=q_len, dim=8, seed=9))
+    query = torch.randn(2, 4, q_len, 8, generator=torch.Generator().manual_seed(3))
+    got = _flash_varlen_attention(query, layer, 0.3, kernel=_varlen_reference)
+    want, _ = packed_attention(_Attn("sdpa"), query, layer, scaling=0.3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

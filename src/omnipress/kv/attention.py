@@ -168,8 +168,14 @@ def _flash_varlen() -> Callable[..., torch.Tensor] | None:
     return flash_attn_varlen_func
 
 
-def _flash_varlen_attention(query: torch.Tensor, layer: PackedLayer, scaling: float | None) -> torch.Tensor:
-    """flash-attn varlen over the packed layer: every (batch, kv head) is one sequence with `groups` query heads."""
+def _flash_varlen_attention(
+    query: torch.Tensor, layer: PackedLayer, scaling: float | None, kernel: Callable[..., torch.Tensor] | None = None
+) -> torch.Tensor:
+    """flash-attn varlen over the packed layer: every (batch, kv head) is one sequence with `groups` query heads.
+
+    `kernel` defaults to `flash_attn.flash_attn_varlen_func` (tests pass a pure-PyTorch stand-in with its semantics).
+    """
+    kernel = kernel or _flash_varlen()
     bsz, q_heads, q_len, dim = query.shape
     kv_heads = layer.num_heads
     groups = q_heads // kv_heads
@@ -178,7 +184,7 @@ def _flash_varlen_attention(query: torch.Tensor, layer: PackedLayer, scaling: fl
     n_seg = bsz * kv_heads
     cu_q = torch.arange(0, (n_seg + 1) * q_len, q_len, device=query.device, dtype=torch.int32)
     cu_k = torch.nn.functional.pad(torch.cumsum(layer.lengths, 0), (1, 0)).to(torch.int32)
-    out = _flash_varlen()(
+    out = kernel(
         q,
         layer.keys.unsqueeze(1),
         layer.values.unsqueeze(1),
