@@ -164,3 +164,18 @@ def test_unsupported_modality_and_bad_inputs():
         build_inputs(tiny_model("qwen2_vl"), local_tokenizer(), text="?", video=[1, 2])
     with pytest.raises(TypeError, match="text must be a str"):
         build_inputs(tiny_model("qwen2"), local_tokenizer(), text=None)
+
+
+def test_text_only_prompt_works_with_a_string_concatenating_chat_template():
+    """Text LLM templates such as SmolLM2's concatenate `message['content']` as a string."""
+    from omnipress.testing import local_tokenizer, tiny_model
+
+    tokenizer = local_tokenizer("llama")
+    tokenizer.chat_template = (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ 'assistant\\n' }}{% endif %}"
+    )
+    model = tiny_model("llama")
+    inputs = build_inputs(model, tokenizer, text="Hello there")
+    prompt = tokenizer.decode(inputs["input_ids"][0])
+    assert prompt.endswith("user\nHello there\nassistant\n")

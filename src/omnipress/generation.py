@@ -149,7 +149,8 @@ def build_inputs(
     content: list[dict[str, str]] = [{"type": "image"} for _ in image_list]
     content += [{"type": "video"}] if frames else []
     content += [{"type": "audio"} for _ in clips]
-    messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
+    # Text-only prompts use plain string content: text LLM chat templates (e.g. SmolLM2's) concatenate strings
+    messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}] if content else text}]
 
     if _handles_natively(processor, requested):
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
