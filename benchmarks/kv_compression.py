@@ -75,7 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 import omnipress as op
 from _common import ResultStore, markdown_table, median, mib
-from omnipress.cache import PackedLayer, cache_kv_bytes
+from omnipress.cache import RaggedLayer, cache_kv_bytes
 from omnipress.kv.session import capture_prefill, compress_captured
 
 BUDGETS = (64, 128, 256)
@@ -185,14 +185,16 @@ def kvpress_unavailable_reason() -> str | None:
     return None
 
 
-def _add_cache_position(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """transformers >= 5.3 no longer passes `cache_position` to attention layers; kvpress 0.5.5 reads it."""
+def _add_cache_position(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    """Runs before kvpress's forward hook, on the same kwargs: transformers >= 5.3 passes neither `cache_position`
+    nor (>= 5.24) `past_key_values` to attention layers; kvpress 0.5.5 reads both."""
+    if "past_key_values" not in kwargs:
+        kwargs["past_key_values"] = kwargs.get("cache")
     if "cache_position" not in kwargs:
         hidden = kwargs["hidden_states"]
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length(module.layer_idx) if cache is not None else 0
+        cache = kwargs["past_key_values"]
+        past = cache.get_seq_length(module.layer_idx) - hidden.shape[1] if cache is not None else 0  # already updated
         kwargs["cache_position"] = torch.arange(past, past + hidden.shape[1], device=hidden.device)
-    return args, kwargs
 
 
 class KvpressRunner:
@@ -238,7 +240,8 @@ class KvpressRunner:
         mapping.update(self._patched)
         lm = model.model.language_model if hasattr(model.model, "language_model") else model.model
         hooks = [
-            layer.self_attn.register_forward_pre_hook(_add_cache_position, with_kwargs=True) for layer in lm.layers
+            layer.self_attn.register_forward_hook(_add_cache_position, with_kwargs=True, prepend=True)
+            for layer in lm.layers
         ]
         try:
             with press(model):
@@ -334,8 +337,8 @@ def cache_entries(cache: Any) -> int:
     """KV entries held by a cache, summed over layers and heads (packed layers count their kept entries)."""
     total = 0
     for layer in cache.layers:
-        if isinstance(layer, PackedLayer):
-            total += int(layer.lengths.sum())
+        if isinstance(layer, RaggedLayer):
+            total += sum(layer.host_lengths)
         else:
             total += layer.keys.shape[0] * layer.keys.shape[1] * layer.keys.shape[2]
     return total
@@ -353,7 +356,7 @@ def omnipress_positions(cache: Any) -> list[list[torch.Tensor]]:
     """Per layer, per KV head (batch 0), the original positions an omnipress cache holds."""
     out = []
     for layer in cache.layers:
-        if isinstance(layer, PackedLayer):
+        if isinstance(layer, RaggedLayer):
             out.append([p.long() for p in layer.head_positions()[: layer.num_heads]])
         else:
             n = layer.keys.shape[2]

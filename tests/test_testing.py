@@ -11,6 +11,8 @@ import transformers as T
 
 from omnipress.adapters import get_adapter
 from omnipress.testing import (
+    ALL_FAMILIES,
+    ENCODER_DECODER_FAMILIES,
     FAMILIES,
     SPECIAL_TOKENS,
     MediaUnavailableError,
@@ -18,6 +20,7 @@ from omnipress.testing import (
     real_image,
     real_speech,
     real_video_frames,
+    tiny_batch_inputs,
     tiny_config,
     tiny_inputs,
     tiny_model,
@@ -88,8 +91,42 @@ def test_wider_models_keep_mrope_consistent():
 
 
 def test_unknown_family():
-    with pytest.raises(ValueError, match=r"unknown family 'gpt2'.*qwen2_vl"):
+    with pytest.raises(ValueError, match=r"unknown family 'gpt2'.*qwen2_vl.*whisper"):
         tiny_model("gpt2")
+
+
+def test_family_tuples():
+    assert ALL_FAMILIES == FAMILIES + ENCODER_DECODER_FAMILIES == (*FAMILIES, "whisper")
+    assert not set(FAMILIES) & set(ENCODER_DECODER_FAMILIES)
+
+
+def test_tiny_whisper_runs_forward_and_generate_on_real_speech():
+    model = tiny_model("whisper", attn_implementation="eager", seed=1)
+    assert not model.training and model.config._attn_implementation == "eager"
+    inputs = tiny_inputs("whisper", model)
+    assert set(inputs) == {"input_features", "attention_mask", "decoder_input_ids"}
+    assert 0 < int(inputs["attention_mask"].sum()) < 3000  # a few seconds of speech, then padding
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        out = model.generate(input_features=inputs["input_features"], max_new_tokens=3, min_new_tokens=3)
+    assert logits.shape == (*inputs["decoder_input_ids"].shape, model.config.vocab_size)
+    assert out.shape == (1, 3)
+    with pytest.raises(ValueError, match="does not accept video"):
+        tiny_inputs("whisper", model, video_frames=2)
+
+
+def test_tiny_batch_inputs_left_pads_prompts_with_different_media():
+    model = tiny_model("qwen2_vl")
+    prompts = [dict(question="Hi?"), dict(image=False, video_frames=2, question="What moves in the video?")]
+    batch = tiny_batch_inputs("qwen2_vl", model, prompts)
+    singles = [tiny_inputs("qwen2_vl", model, **p) for p in prompts]
+    lengths = [s["input_ids"].shape[1] for s in singles]
+    assert batch["input_ids"].shape == (2, max(lengths))
+    assert batch["attention_mask"].sum(-1).tolist() == lengths and batch["attention_mask"][:, -1].all()
+    for row, single in enumerate(singles):
+        assert torch.equal(batch["input_ids"][row, -lengths[row] :], single["input_ids"][0])
+    assert torch.equal(batch["image_grid_thw"], singles[0]["image_grid_thw"])
+    assert torch.equal(batch["video_grid_thw"], singles[1]["video_grid_thw"])
 
 
 def test_local_tokenizer():

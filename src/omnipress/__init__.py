@@ -6,6 +6,8 @@
         out = model.generate(**inputs, max_new_tokens=32)
     print(press.report)
 
+Methods compose: `with cacher(model), pruner(model), press(model):` or `with op.compose(cacher, pruner, press)(model):`.
+
 Names are imported on first use, so `import omnipress.eeg` (the RAICL application) does not load torch.
 """
 
@@ -28,6 +30,10 @@ _EXPORTS = {
     "SnapKV": "omnipress.kv",
     "SparseMM": "omnipress.kv",
     "StreamingLLM": "omnipress.kv",
+    "Method": "omnipress.core",
+    "ModelSession": "omnipress.core",
+    "compose": "omnipress.core",
+    "RaggedLayer": "omnipress.cache",
     "capture_prefill": "omnipress.kv.session",
     "compress_captured": "omnipress.kv.session",
     "HeadProfile": "omnipress.profiles",
@@ -46,15 +52,19 @@ __all__ = [
     "HeadProfile",
     "KNorm",
     "KVPress",
+    "Method",
     "MixKV",
     "ModalitySpans",
+    "ModelSession",
     "PyramidKV",
+    "RaggedLayer",
     "RandomPress",
     "SnapKV",
     "Span",
     "SparseMM",
     "StreamingLLM",
     "capture_prefill",
+    "compose",
     "compress_captured",
     "generate",
     "get_adapter",
@@ -64,6 +74,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .adapters import get_adapter
+    from .cache import RaggedLayer
+    from .core import Method, ModelSession, compose
     from .generation import generate
     from .kv import (
         H2O,

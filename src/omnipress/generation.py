@@ -89,8 +89,9 @@ def generate(
     audio:
         16 kHz mono float arrays or audio paths (decoded and resampled with `omnipress.media.read_audio`).
     press:
-        Any callable with `press(model) -> context manager` (every omnipress method); its `report` attribute is
-        returned. `None` runs the untouched model.
+        An omnipress method (a press, or any `op.Method`), a list of methods (applied together with `op.compose`),
+        or any callable with `press(model) -> context manager`. The `report` of the KV press among them is returned.
+        `None` runs the untouched model.
     max_new_tokens, generate_kwargs:
         Passed to `model.generate`; decoding is greedy unless `do_sample` is given.
     video_size:
@@ -114,13 +115,20 @@ def generate(
     )
     generator = get_adapter(model).generation_model
     generate_kwargs.setdefault("do_sample", False)
+    methods = list(press) if isinstance(press, (list, tuple)) else [press] if press is not None else []
+    if len(methods) > 1:
+        from .core import compose
+
+        press = compose(*methods)
+    elif methods:
+        press = methods[0]
     context = press(model) if press is not None else contextlib.nullcontext()
     with torch.no_grad(), context:
         output = generator.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
     sequences = output.sequences if hasattr(output, "sequences") else output
     new_ids = sequences[0, inputs["input_ids"].shape[1] :]
     answer = _tokenizer(processor).decode(new_ids, skip_special_tokens=True)
-    report = getattr(press, "report", None) if press is not None else None
+    report = next((m.report for m in methods if getattr(m, "report", None) is not None), None)
     return GenerationResult(text=answer, token_ids=new_ids, inputs=inputs, report=report)
 
 

@@ -41,18 +41,32 @@ class Span:
 
 @dataclass
 class ModalitySpans:
-    """All modality spans of one sequence of length `seq_len` (text is everything not covered by a span)."""
+    """All modality spans of one sequence of length `seq_len`.
+
+    `padding` is the number of left-padding columns (a row of a left-padded batch): they are neither text nor media
+    and no scope covers them. Text is every non-padding column not covered by a span.
+    """
 
     seq_len: int
     spans: list[Span] = field(default_factory=list)
+    padding: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.padding <= self.seq_len:
+            raise ValueError(f"padding must be in [0, seq_len={self.seq_len}], got {self.padding}")
         self.spans = sorted(self.spans, key=lambda s: s.start)
         for a, b in zip(self.spans, self.spans[1:]):
             if b.start < a.end:
                 raise ValueError(f"overlapping spans {a} and {b}")
         if self.spans and self.spans[-1].end > self.seq_len:
             raise ValueError(f"span {self.spans[-1]} runs past the sequence length {self.seq_len}")
+        if self.spans and self.spans[0].start < self.padding:
+            raise ValueError(f"span {self.spans[0]} starts inside the {self.padding} left-padding columns")
+
+    @property
+    def num_valid(self) -> int:
+        """Number of non-padding columns (`seq_len - padding`)."""
+        return self.seq_len - self.padding
 
     def of(self, modality: str) -> list[Span]:
         """The spans of one modality, in order."""
@@ -62,15 +76,22 @@ class ModalitySpans:
         """Number of tokens of `modality` (all modality tokens when `None`)."""
         return sum(s.length for s in self.spans if modality is None or s.modality == modality)
 
+    def valid_mask(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Boolean `(seq_len,)` mask of the non-padding columns."""
+        out = torch.ones(self.seq_len, dtype=torch.bool, device=device)
+        out[: self.padding] = False
+        return out
+
     def mask(self, scope: str = "all", device: torch.device | str | None = None) -> torch.Tensor:
         """Boolean `(seq_len,)` mask of the tokens a method with this `scope` may compress.
 
-        `"all"` is every token; `"vision"` is image and video tokens; `"image"`, `"video"`, `"audio"` are one modality.
+        `"all"` is every non-padding token; `"vision"` is image and video tokens; `"image"`, `"video"`, `"audio"` are
+        one modality. Padding columns are never included.
         """
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; expected one of {SCOPES}")
         if scope == "all":
-            return torch.ones(self.seq_len, dtype=torch.bool, device=device)
+            return self.valid_mask(device)
         wanted = ("image", "video") if scope == "vision" else (scope,)
         out = torch.zeros(self.seq_len, dtype=torch.bool, device=device)
         for s in self.spans:
@@ -79,18 +100,63 @@ class ModalitySpans:
         return out
 
     def shifted(self, offset: int, seq_len: int) -> ModalitySpans:
-        """The same spans moved by `offset` positions inside a longer sequence of length `seq_len`."""
+        """The same spans moved by `offset` positions inside a longer sequence of length `seq_len` (the padding
+        column count is kept)."""
         return ModalitySpans(
-            seq_len, [Span(s.modality, s.start + offset, s.end + offset, s.item, s.frame) for s in self.spans]
+            seq_len,
+            [Span(s.modality, s.start + offset, s.end + offset, s.item, s.frame) for s in self.spans],
+            padding=self.padding,
         )
 
+    def left_padded(self, padding: int) -> ModalitySpans:
+        """These spans after `padding` more left-padding columns: the row of a left-padded batch that holds this
+        sequence (`batch_spans(batch)[b] == spans(prompt_b).left_padded(pad_b)`)."""
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        moved = self.shifted(padding, self.seq_len + padding)
+        moved.padding = self.padding + padding
+        return moved
+
     def summary(self) -> dict[str, int]:
-        """Token counts per modality plus text, e.g. `{"text": 20, "image": 88}`."""
-        out = {"text": self.seq_len - self.count()}
+        """Token counts per modality plus text (padding excluded), e.g. `{"text": 20, "image": 88}`."""
+        out = {"text": self.num_valid - self.count()}
         for m in MODALITIES:
             if self.of(m):
                 out[m] = self.count(m)
         return out
+
+
+def left_padding(attention_mask: torch.Tensor | None, batch_size: int, seq_len: int) -> list[int]:
+    """Left-padding columns per row of a `(batch_size, seq_len)` batch from its attention mask.
+
+    `None` means no padding. A row's zeros must be a prefix of the row (left padding, `tokenizer.padding_side =
+    "left"`, what `generate` needs); a mask of shape `(seq_len,)` is one row.
+
+    Raises
+    ------
+    ValueError
+        For a mask of another shape, or zeros that are not a left prefix (right or inner padding).
+    """
+    if attention_mask is None:
+        return [0] * batch_size
+    mask = torch.as_tensor(attention_mask)
+    if mask.dim() == 1:
+        mask = mask.unsqueeze(0)
+    if tuple(mask.shape) != (batch_size, seq_len):
+        raise ValueError(
+            f"attention_mask must be the 2-D padding mask of the batch, shape ({batch_size}, {seq_len}), "
+            f"got {tuple(mask.shape)}"
+        )
+    mask = mask.bool()
+    # a left-padded row is non-decreasing: 0 ... 0 1 ... 1
+    left_only = (mask[:, 1:] | ~mask[:, :-1]).all(-1)
+    if not bool(left_only.all()):
+        rows = (~left_only).nonzero().flatten().tolist()
+        raise ValueError(
+            f"attention_mask rows {rows} have padding that is not a left prefix; omnipress supports left padding only "
+            "(tokenizer.padding_side='left', as generate expects)"
+        )
+    return (~mask).sum(-1).tolist()
 
 
 def spans_from_placeholders(

@@ -1,12 +1,15 @@
 """Tiny random-weight models of every supported family, with real media, for tests (no downloads).
 
 ```python
-from omnipress.testing import tiny_model, tiny_inputs
+from omnipress.testing import tiny_batch_inputs, tiny_inputs, tiny_model
 
 model = tiny_model("qwen2_vl", num_hidden_layers=4)
 inputs = tiny_inputs("qwen2_vl", model, video_frames=4)      # real photo + 4 real video frames
 out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+batch = tiny_batch_inputs("qwen2_vl", model, [{}, {"image": False, "question": "Hi?"}])  # left-padded batch
 ```
+
+`FAMILIES` are the decoder-only families; `ENCODER_DECODER_FAMILIES` (Whisper) are kept apart, `ALL_FAMILIES` is both.
 
 Design choices
 --------------
@@ -51,6 +54,9 @@ FAMILIES: tuple[str, ...] = (
     "qwen2_5_omni",
 )
 TEXT_FAMILIES = ("llama", "qwen2", "qwen3")
+#: encoder-decoder families, kept out of `FAMILIES` (whose callers assume decoder-only models)
+ENCODER_DECODER_FAMILIES: tuple[str, ...] = ("whisper",)
+ALL_FAMILIES: tuple[str, ...] = FAMILIES + ENCODER_DECODER_FAMILIES
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -65,6 +71,20 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|AUDIO|>",
     "<|audio_bos|>",
     "<|audio_eos|>",
+)
+
+#: Whisper's decoder special tokens, in Whisper's own order, at ids 256-264 of the tiny Whisper vocabulary (after the
+#: 256 byte tokens; `<|nospeech|>` is `<|notimestamps|>` - 1 as Whisper's no-speech detection expects)
+WHISPER_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
 )
 
 QWEN_PLACEHOLDERS = {
@@ -133,6 +153,16 @@ def token_id(token: str) -> int:
     return 256 + SPECIAL_TOKENS.index(token)
 
 
+def whisper_token_id(token: str) -> int:
+    """Id of one of `WHISPER_SPECIAL_TOKENS` in the tiny Whisper vocabulary."""
+    return 256 + WHISPER_SPECIAL_TOKENS.index(token)
+
+
+def whisper_decoder_prompt() -> list[int]:
+    """Whisper's English transcription prompt: `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`."""
+    return [whisper_token_id(t) for t in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")]
+
+
 # -- configs and models --------------------------------------------------------------------------------------------
 def _mrope_section(head_dim: int) -> list[int]:
     """Temporal/height/width split of the rotary half-dimension in the real proportions (16/24/24 of 64)."""
@@ -145,12 +175,14 @@ def tiny_config(family: str, **overrides: Any) -> Any:
     """The `transformers` config of `tiny_model(family, **overrides)`.
 
     `overrides` set text-decoder fields (`num_hidden_layers=4`, `hidden_size=128`, ...); the keys `vision_config`
-    and `audio_config` take dicts merged into those sub-configs.
+    and `audio_config` take dicts merged into those sub-configs. For `"whisper"` they set `WhisperConfig` fields.
     """
     import transformers as T
 
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if family not in ALL_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {ALL_FAMILIES}")
+    if family == "whisper":
+        return _whisper_config(**overrides)
     vision_over = dict(overrides.pop("vision_config", {}) or {})
     audio_over = dict(overrides.pop("audio_config", {}) or {})
     eos, pad = token_id("<|im_end|>"), token_id("<|endoftext|>")
@@ -313,17 +345,67 @@ def tiny_config(family: str, **overrides: Any) -> Any:
     return config
 
 
+def _whisper_config(**overrides: Any) -> Any:
+    """A Whisper with `d_model` 64, 2 encoder + 2 decoder layers of 4 heads, 80 mel bins and the real 30 s / 1500
+    encoder positions, over 256 byte tokens plus `WHISPER_SPECIAL_TOKENS`."""
+    import transformers as T
+
+    eot = whisper_token_id("<|endoftext|>")
+    fields: dict[str, Any] = dict(
+        vocab_size=256 + len(WHISPER_SPECIAL_TOKENS),
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=128,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=whisper_token_id("<|startoftranscript|>"),
+    )
+    fields.update(overrides)
+    return T.WhisperConfig(**fields)
+
+
+def _configure_whisper_generation(model: nn.Module) -> None:
+    """The generation-config fields `WhisperForConditionalGeneration.generate` reads (multilingual, one language)."""
+    gen = model.generation_config
+    gen.decoder_start_token_id = whisper_token_id("<|startoftranscript|>")
+    gen.eos_token_id = gen.pad_token_id = whisper_token_id("<|endoftext|>")
+    gen.bos_token_id = whisper_token_id("<|endoftext|>")
+    gen.is_multilingual = True
+    gen.lang_to_id = {"<|en|>": whisper_token_id("<|en|>")}
+    gen.task_to_id = {"translate": whisper_token_id("<|translate|>"), "transcribe": whisper_token_id("<|transcribe|>")}
+    gen.no_timestamps_token_id = whisper_token_id("<|notimestamps|>")
+    gen.prev_sot_token_id = whisper_token_id("<|startofprev|>")
+    gen.suppress_tokens = []
+    gen.begin_suppress_tokens = [whisper_token_id("<|endoftext|>")]
+    gen.forced_decoder_ids = None
+
+
 def tiny_model(family: str, *, attn_implementation: str = "sdpa", seed: int = 0, **overrides: Any) -> nn.Module:
     """A freshly built random-weight model of `family` in eval mode (see `tiny_config` for `overrides`).
 
     Classes: `LlamaForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Qwen2VLForConditionalGeneration`,
     `Qwen2_5_VLForConditionalGeneration`, `Qwen3VLForConditionalGeneration`, `LlavaForConditionalGeneration`,
     `LlavaOnevisionForConditionalGeneration`, `Qwen2AudioForConditionalGeneration`,
-    `Qwen2_5OmniThinkerForConditionalGeneration`. Same `seed` and arguments give identical weights.
+    `Qwen2_5OmniThinkerForConditionalGeneration`, `WhisperForConditionalGeneration` (`"whisper"`, with the
+    generation config its `generate` needs). Same `seed` and arguments give identical weights.
     """
     import transformers as T
 
     config = tiny_config(family, **overrides)
+    if family == "whisper":
+        config._attn_implementation = attn_implementation
+        torch.manual_seed(seed)
+        whisper = T.WhisperForConditionalGeneration(config).eval()
+        _configure_whisper_generation(whisper)
+        return whisper
     classes = {
         "llama": T.LlamaForCausalLM,
         "qwen2": T.Qwen2ForCausalLM,
@@ -462,6 +544,7 @@ def tiny_inputs(
     video_frames: int = 0,
     audio: bool | None = None,
     question: str = "What is shown?",
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Model inputs for one chat turn with real media, ready for `model(**inputs)` and `model.generate(**inputs)`.
 
@@ -474,7 +557,13 @@ def tiny_inputs(
     video_frames:
         Add one video of this many real frames (0: none); an error for families without video input.
     audio:
-        Add one real speech clip. `None` means: yes for the audio-only family (qwen2_audio), no otherwise.
+        Add one real speech clip. `None` means: yes for the audio-only families (qwen2_audio, whisper), no otherwise.
+    image_size:
+        `(height, width)` of the photograph; default `IMAGE_SIZES` of the family (else `DEFAULT_IMAGE_SIZE`).
+
+    For `"whisper"` the inputs are `input_features` `(1, 80, 3000)` and the extractor's frame `attention_mask`
+    `(1, 3000)` of one real speech clip (`WhisperFeatureExtractor`), plus `decoder_input_ids`, the English
+    transcription prompt (`whisper_decoder_prompt()`), so that `model(**inputs)` runs; `generate` continues it.
     """
     from .adapters import get_adapter
     from .generation import build_inputs
@@ -482,7 +571,11 @@ def tiny_inputs(
     adapter = get_adapter(model)
     if adapter.family != family:
         raise ValueError(f"tiny_inputs for {family!r} got a {adapter.family} model ({type(model).__name__})")
-    images = [real_image("astronaut", IMAGE_SIZES.get(family, DEFAULT_IMAGE_SIZE))] if image else []
+    if family == "whisper":
+        if video_frames:
+            adapter.check_modalities(["video"])
+        return whisper_inputs(model, [real_speech()])
+    images = [real_image("astronaut", image_size or IMAGE_SIZES.get(family, DEFAULT_IMAGE_SIZE))] if image else []
     if "image" not in adapter.modalities:
         images = []
     frames = times = None
@@ -501,3 +594,30 @@ def tiny_inputs(
         audio=clips or None,
         video_size=VIDEO_FRAME_SIZES.get(family, DEFAULT_VIDEO_FRAME_SIZE) if frames is not None else None,
     )
+
+
+def tiny_batch_inputs(family: str, model: nn.Module, prompts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One left-padded batch of several `tiny_inputs` prompts, collated as the family's processor would
+    (`omnipress.adapters.collate_inputs`).
+
+    Each entry of `prompts` holds `tiny_inputs` keyword arguments, e.g.
+    `[{"question": "What is shown?"}, {"image": False, "question": "Say hi."}, {"video_frames": 4}]`.
+    """
+    from .adapters import collate_inputs
+
+    return collate_inputs(model, [tiny_inputs(family, model, **prompt) for prompt in prompts])
+
+
+def whisper_inputs(model: nn.Module, clips: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Whisper inputs for 16 kHz clips: `input_features` `(clips, mel bins, 3000)`, the frame `attention_mask`
+    `(clips, 3000)` and the transcription prompt as `decoder_input_ids` `(clips, 4)`."""
+    import transformers as T
+
+    extractor = T.WhisperFeatureExtractor(feature_size=int(model.config.num_mel_bins), sampling_rate=16000)
+    encoded = extractor(clips, sampling_rate=16000, return_attention_mask=True, return_tensors="pt")
+    prompt = torch.tensor([whisper_decoder_prompt()] * len(clips))
+    return {
+        "input_features": encoded["input_features"],
+        "attention_mask": encoded["attention_mask"],
+        "decoder_input_ids": prompt,
+    }

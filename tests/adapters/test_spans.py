@@ -187,7 +187,7 @@ def test_mismatched_placeholders_raise():
     ids = inputs["input_ids"].clone()
     image_pos = int((ids[0] == token_id("<|image_pad|>")).nonzero()[0])
     short = torch.cat([ids[:, :image_pos], ids[:, image_pos + 1 :]], dim=1)
-    other = {k: v for k, v in inputs.items() if k != "input_ids"}
+    other = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     with pytest.raises(ValueError, match="image placeholder tokens but image_grid_thw require"):
         adapter.spans(short, **other)
     with pytest.raises(ValueError, match="neither video_grid_thw nor mm_encoder_outputs"):

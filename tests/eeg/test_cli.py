@@ -172,7 +172,7 @@ def test_run_with_the_local_tiny_vlm(pipeline, tmp_path):
     )
     assert code == 0
     rows = read_jsonl(tmp_path / "local" / RESULTS)
-    assert len(rows) == 2 and all(r["info"]["kv_bytes"] < r["info"]["kv_bytes_full"] for r in rows)
+    assert len(rows) == 2 and all(r["info"]["kv_bytes_kept"] < r["info"]["kv_bytes_full"] for r in rows)
     meta = json.loads((tmp_path / "local" / "run.json").read_text())
     assert meta["backend"]["press"] == "MixKV(SnapKV)"
 

@@ -24,6 +24,9 @@ def masked_attention(module, query, key, value, attention_mask, scaling=None, dr
     q_pos = torch.arange(kv_len - q_len, kv_len).view(q_len, 1)
     k_pos = torch.arange(kv_len).view(1, kv_len)
     allowed = (k_pos <= q_pos).expand(bsz, q_heads, q_len, kv_len).clone()
+    if attention_mask is not None:  # transformers' own mask (left padding of a batch), registered below
+        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        allowed &= mask[..., -q_len:, -kv_len:].expand(bsz, q_heads, q_len, kv_len)
     keep = _KEEP.get(module.layer_idx)
     if keep is not None:
         n = keep.shape[-1]
@@ -31,12 +34,15 @@ def masked_attention(module, query, key, value, attention_mask, scaling=None, dr
         is_new = (q_pos >= n).view(1, 1, q_len, 1)
         allowed[..., :n] &= ~(hidden.unsqueeze(2) & is_new)
     logits = logits.masked_fill(~allowed, float("-inf"))
-    out = logits.softmax(-1).to(value.dtype) @ v
+    out = logits.softmax(-1).nan_to_num(0.0).to(value.dtype) @ v  # padding queries see nothing: zeros, not NaN
     return out.transpose(1, 2).contiguous(), None
 
 
 def install(keep: dict[int, torch.Tensor]) -> None:
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
     AttentionInterface.register(NAME, masked_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     _KEEP.clear()
     _KEEP.update(keep)
 

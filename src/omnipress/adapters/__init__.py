@@ -10,6 +10,11 @@
 | qwen2_audio | `Qwen2AudioForConditionalGeneration`, `Qwen2AudioModel` |
 | qwen2_5_omni | `Qwen2_5OmniThinkerForConditionalGeneration`, `Qwen2_5OmniThinkerModel`, and the full
   `Qwen2_5OmniForConditionalGeneration` (through its thinker) |
+| whisper (encoder-decoder) | `WhisperForConditionalGeneration`, `WhisperModel` |
+
+Every adapter gives per-row `batch_spans` of a left-padded batch, the encoders and their blocks, the modules whose
+outputs enter the LLM and a hook on those features, and the positions of a pruned token set. `collate_inputs` turns
+single-prompt inputs into one left-padded batch as the processors do.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from __future__ import annotations
 from torch import nn
 
 from .base import ModelAdapter, UnsupportedModelError
-from .common import FamilyAdapter
+from .batching import collate_inputs
+from .common import FamilyAdapter, MediaItems
+from .features import FeatureFn, HookHandle
 from .llava import LlavaAdapter, LlavaOnevisionAdapter
 from .mrope import MRopeAdapter
+from .positions import PrunedPositions
 from .qwen_audio import Qwen2_5OmniAdapter, Qwen2AudioAdapter
 from .qwen_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter
 from .text import LlamaAdapter, Qwen2Adapter, Qwen3Adapter
+from .whisper import WhisperAdapter
 
 ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     LlamaAdapter,
@@ -35,6 +44,7 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     LlavaOnevisionAdapter,
     Qwen2AudioAdapter,
     Qwen2_5OmniAdapter,
+    WhisperAdapter,
 )
 
 
@@ -63,11 +73,15 @@ def get_adapter(model: nn.Module) -> FamilyAdapter:
 __all__ = [
     "ADAPTERS",
     "FamilyAdapter",
+    "FeatureFn",
+    "HookHandle",
     "LlamaAdapter",
     "LlavaAdapter",
     "LlavaOnevisionAdapter",
     "MRopeAdapter",
+    "MediaItems",
     "ModelAdapter",
+    "PrunedPositions",
     "Qwen2Adapter",
     "Qwen2AudioAdapter",
     "Qwen2VLAdapter",
@@ -76,6 +90,8 @@ __all__ = [
     "Qwen3Adapter",
     "Qwen3VLAdapter",
     "UnsupportedModelError",
+    "WhisperAdapter",
+    "collate_inputs",
     "get_adapter",
     "supported_models",
 ]

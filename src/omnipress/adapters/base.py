@@ -1,7 +1,8 @@
 """The model-family adapter contract.
 
-One adapter per family knows where the decoder layers live, the modality token ids, how to find the modality spans
-of an input and how decoding positions continue (M-RoPE included). Methods only talk to models through adapters.
+One adapter per family knows where the decoder layers and the encoders live, the modality token ids, how to find the
+modality spans of an input (one `ModalitySpans` per batch row) and how positions continue (M-RoPE included). Methods
+only talk to models through adapters.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class ModelAdapter(ABC):
     """Wraps one loaded `transformers` model of a supported family.
 
     Subclasses set `family` (a short name such as `"qwen2_vl"`), `model_classes` (the class names they accept) and
-    implement `language_model` and `spans`.
+    implement `language_model` and `batch_spans`.
     """
 
     family: ClassVar[str]
@@ -40,7 +41,7 @@ class ModelAdapter(ABC):
     @property
     @abstractmethod
     def language_model(self) -> nn.Module:
-        """The decoder stack (the module with `.layers`, `.rotary_emb` and the text `config`)."""
+        """The decoder stack (the module with `.layers` and the text `config`)."""
 
     @property
     def decoder_layers(self) -> nn.ModuleList:
@@ -50,6 +51,17 @@ class ModelAdapter(ABC):
     def attention_modules(self) -> list[nn.Module]:
         """`self_attn` of every decoder layer, in layer order (each has `.layer_idx`)."""
         return [layer.self_attn for layer in self.decoder_layers]
+
+    @property
+    def cross_attention_modules(self) -> list[nn.Module]:
+        """The decoder's cross-attention (over encoder states) per layer, in layer order; `[]` for decoder-only
+        families."""
+        return []
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """Whether the text decoder attends to a separate encoder's states through cross-attention (Whisper)."""
+        return False
 
     @property
     def text_config(self) -> Any:
@@ -80,12 +92,53 @@ class ModelAdapter(ABC):
 
     # -- inputs ------------------------------------------------------------------------------------------------
     @abstractmethod
+    def batch_spans(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **model_inputs: Any
+    ) -> list[ModalitySpans]:
+        """Modality spans of every row of a (left-padded) batch.
+
+        Parameters
+        ----------
+        input_ids:
+            `(batch, seq)` token ids (a `(seq,)` tensor is one row).
+        attention_mask:
+            `(batch, seq)` with zeros only as a left prefix of a row (left padding); `None` means no padding.
+        model_inputs:
+            The other keyword arguments of the model's forward for the whole batch (grids, pixel tensors, feature
+            masks, `mm_encoder_outputs`, M-RoPE `position_ids`, ...), whose media items are in row order.
+
+        Returns
+        -------
+        list[ModalitySpans]
+            One per row, spans in column coordinates of the padded row, `padding` = the row's left-padding columns.
+
+        Raises
+        ------
+        ValueError
+            When the placeholders and the media disagree, or the padding is not on the left.
+        """
+
     def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
         """Modality spans of one sequence.
 
         `input_ids` is `(seq,)` or `(1, seq)`; `model_inputs` are the other keyword arguments the model's forward
-        receives (grids, feature masks, ...). Raises `ValueError` when the placeholders and the grids disagree.
+        receives for this one sequence (grids, feature masks, an `attention_mask` with left padding, ...). For a batch
+        use `batch_spans`. Raises `ValueError` when the placeholders and the grids disagree.
         """
+        from .common import sequence_ids
+
+        ids = sequence_ids(input_ids)
+        mask = model_inputs.pop("attention_mask", None)
+        if mask is not None:
+            mask = torch.as_tensor(mask)
+            if mask.dim() == 1:
+                mask = mask.unsqueeze(0)
+            if tuple(mask.shape) != (1, ids.shape[0]):
+                raise ValueError(
+                    f"spans are computed for one sequence of length {ids.shape[0]}, but attention_mask has shape "
+                    f"{tuple(mask.shape)}; for a batch use batch_spans(input_ids, attention_mask, **inputs)"
+                )
+        return self.batch_spans(ids.unsqueeze(0), mask, **model_inputs)[0]
 
     def continuation_position_ids(self, past_length: int, num_new: int, batch_size: int = 1) -> torch.Tensor:
         """Position ids for `num_new` tokens that follow `past_length` logical tokens, in the shape the model's

@@ -8,10 +8,11 @@ Token layout (ids read from the config):
   the unpadded tile grid, downscaled when larger than `anyres_max_9` allows, with one newline token per row. In a
   multi-image sample (`batch_num_images > 1`) each image is one crop: `p² + 1` tokens.
 - LLaVA-OneVision video: every frame is pooled 2×2 to `ceil(p/2)²` tokens, frames follow each other, and one newline
-  token closes the video. `spans` gives one span per frame; the closing newline belongs to the last frame's span.
+  token closes the video. `batch_spans` gives one span per frame; the closing newline belongs to the last frame's
+  span.
 
-`spans` reads `pixel_values` / `image_sizes` / `pixel_values_videos`, or the per-item `mm_encoder_outputs` that
-`generate` passes to the prefill instead.
+`batch_spans` reads `pixel_values` / `image_sizes` / `batch_num_images` / `pixel_values_videos`, or the per-item
+`mm_encoder_outputs` that `generate` passes to the prefill instead.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import math
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ..media.video import frames_to_tensor, normalize_frames
-from ..spans import ModalitySpans, spans_from_placeholders
-from .common import FamilyAdapter, encoder_output_counts, expand_placeholders, sequence_ids
+from .common import FamilyAdapter, MediaItems, encoder_output_counts, expand_placeholders
 
 HALF = (0.5, 0.5, 0.5)
 
@@ -33,6 +34,22 @@ class _LlavaBase(FamilyAdapter):
     def patches_per_side(self) -> int:
         vc = self.config.vision_config
         return int(vc.image_size) // int(vc.patch_size)
+
+    @property
+    def vision_encoder(self) -> nn.Module:
+        """The vision tower (`CLIPVisionModel` for LLaVA-1.5, `SiglipVisionModel` for LLaVA-OneVision)."""
+        return self.inner_model.vision_tower
+
+    @property
+    def vision_blocks(self) -> nn.ModuleList:
+        """The tower's encoder layers (all of them run, also those after `vision_feature_layer`)."""
+        tower = self.vision_encoder
+        tower = getattr(tower, "vision_model", tower)  # older transformers wrap the transformer once more
+        return tower.encoder.layers
+
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The `multi_modal_projector`, whose output rows are the image (and video) features."""
+        return {m: self.inner_model.multi_modal_projector for m in self.modalities}
 
 
 class LlavaAdapter(_LlavaBase):
@@ -57,25 +74,19 @@ class LlavaAdapter(_LlavaBase):
             count -= 1
         return count
 
-    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
-        ids = sequence_ids(input_ids)
-        image_id = self.modality_token_ids["image"]
+    media_input_names: ClassVar[dict[str, tuple[str, ...]]] = {"image": ("pixel_values", "mm_encoder_outputs")}
+
+    def media_items(self, modality: str, model_inputs: dict[str, Any]) -> MediaItems | None:
+        """One group per image: `pixel_values` `(images of all rows, 3, H, W)`, or the encoder outputs."""
+        if modality != "image":
+            return None
         pixel_values = model_inputs.get("pixel_values")
-        source = "pixel_values"
         if pixel_values is not None:
             height, width = pixel_values.shape[-2:]
-            groups = [[self.tokens_per_image(int(height), int(width))]] * int(pixel_values.shape[0])
-        elif (counts := encoder_output_counts(model_inputs, "image")) is not None:
-            groups, source = [[n] for n in counts], "mm_encoder_outputs"
-        elif bool((ids == image_id).any()):
-            raise ValueError(
-                f"input_ids hold image placeholder tokens (id {image_id}) but neither pixel_values nor "
-                "mm_encoder_outputs was given"
-            )
-        else:
-            groups = []
-        spans = spans_from_placeholders(ids == image_id, groups, "image", source=source)
-        return ModalitySpans(int(ids.shape[0]), spans)
+            count = self.tokens_per_image(int(height), int(width))
+            return MediaItems([[count]] * int(pixel_values.shape[0]), "pixel_values")
+        counts = encoder_output_counts(model_inputs, "image")
+        return None if counts is None else MediaItems([[n] for n in counts], "mm_encoder_outputs")
 
     def add_images(self, ids, images, image_processor):
         if image_processor is None:
@@ -120,60 +131,54 @@ class LlavaOnevisionAdapter(_LlavaBase):
             multi_image=multi_image,
         )
 
-    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
-        ids = sequence_ids(input_ids)
-        tokens = self.modality_token_ids
-        image_groups, image_source = self._image_groups(ids, model_inputs)
-        video_groups, video_source = self._video_groups(ids, model_inputs)
-        spans = spans_from_placeholders(ids == tokens["image"], image_groups, "image", source=image_source)
-        spans += spans_from_placeholders(ids == tokens["video"], video_groups, "video", source=video_source)
-        return ModalitySpans(int(ids.shape[0]), spans)
+    media_input_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "image": ("image_sizes", "mm_encoder_outputs"),
+        "video": ("pixel_values_videos", "mm_encoder_outputs"),
+    }
 
-    def _image_groups(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[list[list[int]], str]:
-        image_id = self.modality_token_ids["image"]
+    def media_items(self, modality: str, model_inputs: dict[str, Any]) -> MediaItems | None:
+        """Images from `image_sizes` `(images of all rows, 2)` and `batch_num_images` (images per sample with
+        images; a sample of several images packs each as one crop), videos from `pixel_values_videos`
+        `(videos, frames, 3, H, W)`, or either from the encoder outputs."""
+        if modality == "image":
+            return self._image_items(model_inputs)
+        if modality == "video":
+            return self._video_items(model_inputs)
+        return None
+
+    def _image_items(self, model_inputs: dict[str, Any]) -> MediaItems | None:
         image_sizes = model_inputs.get("image_sizes")
         if image_sizes is not None:
             sizes = torch.as_tensor(image_sizes).reshape(-1, 2).tolist()
             batch_num = model_inputs.get("batch_num_images")
             if batch_num is None:
-                multi = [False] * len(sizes)
+                multi = [False] * len(sizes)  # what the model assumes without batch_num_images
             else:
-                multi = [n != 1 for n in torch.as_tensor(batch_num).reshape(-1).tolist() for _ in range(n)]
+                multi = [n > 1 for n in torch.as_tensor(batch_num).reshape(-1).tolist() for _ in range(n)]
             if len(multi) != len(sizes):
                 raise ValueError(f"batch_num_images covers {len(multi)} images but image_sizes has {len(sizes)}")
-            groups = [[self.tokens_per_image(h, w, multi_image=m)] for (h, w), m in zip(sizes, multi)]
-            return groups, "image_sizes"
-        if (counts := encoder_output_counts(model_inputs, "image")) is not None:
-            return [[n] for n in counts], "mm_encoder_outputs"
-        if bool((ids == image_id).any()):
-            raise ValueError(
-                f"input_ids hold image placeholder tokens (id {image_id}) but neither image_sizes nor "
-                "mm_encoder_outputs was given"
+            return MediaItems(
+                [[self.tokens_per_image(h, w, multi_image=m)] for (h, w), m in zip(sizes, multi)], "image_sizes"
             )
-        return [], "image_sizes"
+        counts = encoder_output_counts(model_inputs, "image")
+        return None if counts is None else MediaItems([[n] for n in counts], "mm_encoder_outputs")
 
-    def _video_groups(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[list[list[int]], str]:
-        video_id = self.modality_token_ids["video"]
+    def _video_items(self, model_inputs: dict[str, Any]) -> MediaItems | None:
         per_frame = self.tokens_per_video_frame
         videos = model_inputs.get("pixel_values_videos")
         if videos is not None:
             counts, source = [int(videos.shape[1]) * per_frame + 1] * int(videos.shape[0]), "pixel_values_videos"
         elif (counts := encoder_output_counts(model_inputs, "video")) is not None:
             source = "mm_encoder_outputs"
-        elif bool((ids == video_id).any()):
-            raise ValueError(
-                f"input_ids hold video placeholder tokens (id {video_id}) but neither pixel_values_videos nor "
-                "mm_encoder_outputs was given"
-            )
         else:
-            return [], "pixel_values_videos"
+            return None
         groups = []
         for count in counts:
             if (count - 1) % per_frame or count < per_frame + 1:
                 raise ValueError(f"a video of {count} tokens is not frames of {per_frame} tokens plus one newline")
             frames = (count - 1) // per_frame
             groups.append([per_frame] * (frames - 1) + [per_frame + 1])  # the closing newline joins the last frame
-        return groups, source
+        return MediaItems(groups, source)
 
     def add_images(self, ids, images, image_processor):
         if image_processor is None:
@@ -188,14 +193,17 @@ class LlavaOnevisionAdapter(_LlavaBase):
                 image_mean=list(HALF),
                 image_std=list(HALF),
             )
-        encoded = image_processor(images=images, return_tensors="pt")
-        multi = len(images) > 1
-        counts = [self.tokens_per_image(int(h), int(w), multi_image=multi) for h, w in encoded["image_sizes"].tolist()]
+        # one sample holding all the prompt's images: several images are packed as one crop each (batch_num_images)
+        encoded = image_processor(images=[list(images)], return_tensors="pt")
+        batch_num = torch.as_tensor(encoded.get("batch_num_images", [len(images)])).reshape(-1)
+        out = {
+            "pixel_values": encoded["pixel_values"],  # (images, patches, 3, side, side)
+            "image_sizes": encoded["image_sizes"],
+            "batch_num_images": batch_num,
+        }
+        counts = [n for group in self._image_items(out).groups for n in group]
         image_id = self.modality_token_ids["image"]
         ids = expand_placeholders(ids, image_id, [[image_id] * n for n in counts], modality="image")
-        out = {"pixel_values": encoded["pixel_values"], "image_sizes": encoded["image_sizes"]}
-        if "batch_num_images" in encoded:
-            out["batch_num_images"] = torch.as_tensor(encoded["batch_num_images"])
         return ids, out
 
     def add_video(self, ids, frames, timestamps, size, tokenizer):

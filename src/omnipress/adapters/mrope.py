@@ -10,16 +10,20 @@ during prefill and stores it on its inner model:
 
 `MRopeAdapter` reads that attribute at call time, so its positions always follow the latest prefill. `None`
 (nothing prefilled yet, or a text-only forward) means the model itself uses a delta of 0.
+
+`pruned_position_ids` gives a pruned prompt its unpruned M-RoPE positions from the model's own `get_rope_index`.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
 
-from .common import FamilyAdapter
+from .common import FamilyAdapter, sequence_ids
+from .positions import PrunedPositions, keep_indices
 
 
 class MRopeAdapter(FamilyAdapter):
@@ -29,6 +33,33 @@ class MRopeAdapter(FamilyAdapter):
     @abstractmethod
     def rope_owner(self) -> nn.Module:
         """The module holding `rope_deltas` (the inner `*Model` of a `*ForConditionalGeneration`)."""
+
+    @abstractmethod
+    def rope_index(self, input_ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """The model's own M-RoPE positions `(3, 1, seq)` of one unpadded prompt `(1, seq)` and its `rope_delta`."""
+
+    def mrope_positions(self, input_ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """`(3, 1, seq)` temporal/height/width positions of one prompt and its delta: from the `(3 or 4, batch, seq)`
+        `position_ids` in `model_inputs` when given (generate's prefill; the first row is used), else from
+        `rope_index`."""
+        seq = int(input_ids.shape[-1])
+        given = model_inputs.get("position_ids")
+        if isinstance(given, torch.Tensor) and given.dim() == 3 and given.shape[0] in (3, 4) and given.shape[-1] == seq:
+            rows = given[-3:, :1].long()  # (3, 1, seq)
+            return rows, int(rows.max()) + 1 - seq
+        return self.rope_index(input_ids, model_inputs)
+
+    def pruned_position_ids(self, input_ids: torch.Tensor, keep: torch.Tensor, **model_inputs: Any) -> PrunedPositions:
+        """Positions `(4, 1, kept)` of the kept tokens: row 0 their index in the unpruned prompt, rows 1-3 their
+        temporal/height/width positions from the model's `get_rope_index` on the unpruned prompt; `rope_delta` is
+        the unpruned prompt's delta. See `FamilyAdapter.pruned_position_ids`."""
+        ids = sequence_ids(input_ids)
+        self.check_unpadded(ids, model_inputs)
+        seq = int(ids.shape[0])
+        indices = keep_indices(keep, seq).to(ids.device)
+        rope, delta = self.mrope_positions(ids.unsqueeze(0), model_inputs)  # (3, 1, seq)
+        rope = rope.to(ids.device)[:, :, indices]  # (3, 1, kept)
+        return PrunedPositions(torch.cat([indices.view(1, 1, -1), rope], dim=0), delta, seq)  # (4, 1, kept)
 
     def rope_deltas(self, batch_size: int = 1) -> torch.Tensor:
         """The stored `rope_deltas` as a `(batch_size, 1)` long tensor (zeros before any multimodal prefill).

@@ -2,12 +2,12 @@
 
 Audio layout (ids read from the config): `<|audio_bos|> <|AUDIO|> × n <|audio_eos|>` per clip, where
 `n = audio_token_count(L)` for `L` valid mel frames (`feature_attention_mask.sum(-1)`): 25 tokens per second.
-`spans` gives one audio span per clip (`Span.item` = clip index).
+`batch_spans` gives one audio span per clip (`Span.item` = clip index in its row).
 
 Qwen2.5-Omni also takes images and video with the Qwen2-VL layout (M-RoPE positions). With `use_audio_in_video=True`
 the processor interleaves each video's audio with its frames in 2-second chunks inside one
-`<vision_bos><audio_bos> … <audio_eos><vision_eos>` block. `spans` handles that layout too: every video frame group
-stays contiguous (one span each) and a clip cut into chunks yields one audio span per chunk, all with the same
+`<vision_bos><audio_bos> … <audio_eos><vision_eos>` block. `batch_spans` handles that layout too: every video frame
+group stays contiguous (one span each) and a clip cut into chunks yields one audio span per chunk, all with the same
 `item`. `Qwen2_5OmniAdapter.build_audio_video_inputs` builds that layout.
 """
 
@@ -19,26 +19,39 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..spans import ModalitySpans, Span, spans_from_placeholders
-from .common import FamilyAdapter, audio_token_count, expand_placeholders, sequence_ids
-from .qwen_vl import QwenVisionAdapter
+from .common import FamilyAdapter, MediaItems, audio_token_count, expand_placeholders
+from .qwen_vl import QwenVisionAdapter, _text_positions
+
+AUDIO_INPUT_NAMES = ("feature_attention_mask", "audio_feature_lengths")
+
+
+def audio_items(model_inputs: dict[str, Any]) -> MediaItems | None:
+    """One group per clip from `feature_attention_mask` `(clips of all rows, frames)` (or Omni's
+    `audio_feature_lengths` `(clips,)`): `audio_token_count` of its valid mel frames."""
+    mask = model_inputs.get("feature_attention_mask")
+    if mask is not None:
+        mask = torch.as_tensor(mask)
+        lengths, source = mask.reshape(-1, mask.shape[-1]).sum(-1).tolist(), "feature_attention_mask"
+    elif model_inputs.get("audio_feature_lengths") is not None:
+        lengths = torch.as_tensor(model_inputs["audio_feature_lengths"]).reshape(-1).tolist()
+        source = "audio_feature_lengths"
+    else:
+        return None
+    return MediaItems([[audio_token_count(int(n))] for n in lengths], source)
 
 
 def audio_groups(model_inputs: dict[str, Any], ids: torch.Tensor, audio_id: int) -> list[list[int]]:
-    """Expected audio token count per clip from `feature_attention_mask` (or Omni's `audio_feature_lengths`)."""
-    mask = model_inputs.get("feature_attention_mask")
-    if mask is not None:
-        lengths = torch.as_tensor(mask).reshape(-1, mask.shape[-1]).sum(-1).tolist()
-    elif model_inputs.get("audio_feature_lengths") is not None:
-        lengths = torch.as_tensor(model_inputs["audio_feature_lengths"]).reshape(-1).tolist()
-    else:
-        if bool((ids == audio_id).any()):
-            raise ValueError(
-                f"input_ids hold audio placeholder tokens (id {audio_id}) but neither feature_attention_mask nor "
-                "audio_feature_lengths was given"
-            )
-        return []
-    return [[audio_token_count(int(n))] for n in lengths]
+    """Audio token count per clip (`audio_items(model_inputs).groups`); `[]` without audio inputs, an error when
+    `ids` hold audio placeholders anyway. Kept for callers of earlier versions; `batch_spans` uses `audio_items`."""
+    items = audio_items(model_inputs)
+    if items is not None:
+        return items.groups
+    if bool((ids == audio_id).any()):
+        raise ValueError(
+            f"input_ids hold audio placeholder tokens (id {audio_id}) but neither feature_attention_mask nor "
+            "audio_feature_lengths was given"
+        )
+    return []
 
 
 def audio_features(
@@ -67,12 +80,24 @@ class Qwen2AudioAdapter(FamilyAdapter):
     def modality_token_ids(self) -> dict[str, int]:
         return {"audio": self.config_token_id("audio_token_id", "audio_token_index")}
 
-    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
-        ids = sequence_ids(input_ids)
-        audio_id = self.modality_token_ids["audio"]
-        groups = audio_groups(model_inputs, ids, audio_id)
-        spans = spans_from_placeholders(ids == audio_id, groups, "audio", source="feature_attention_mask")
-        return ModalitySpans(int(ids.shape[0]), spans)
+    media_input_names: ClassVar[dict[str, tuple[str, ...]]] = {"audio": AUDIO_INPUT_NAMES}
+
+    def media_items(self, modality: str, model_inputs: dict[str, Any]) -> MediaItems | None:
+        return audio_items(model_inputs) if modality == "audio" else None
+
+    @property
+    def audio_encoder(self) -> nn.Module:
+        """The Whisper-style `audio_tower` (`Qwen2AudioEncoder`)."""
+        return self.inner_model.audio_tower
+
+    @property
+    def audio_blocks(self) -> nn.ModuleList:
+        return self.audio_encoder.layers
+
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The `multi_modal_projector`: its `(clips, frames, hidden)` output, cut to each clip's valid frames, is the
+        audio features."""
+        return {"audio": self.inner_model.multi_modal_projector}
 
     def add_audio(self, ids, clips, feature_extractor):
         features, mask, counts = audio_features(clips, feature_extractor, self.config.audio_config.num_mel_bins)
@@ -118,15 +143,44 @@ class Qwen2_5OmniAdapter(QwenVisionAdapter):
             "audio": self.config_token_id("audio_token_id", "audio_token_index"),
         }
 
-    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
-        ids = sequence_ids(input_ids)
-        audio_id = self.modality_token_ids["audio"]
-        spans: list[Span] = self.vision_spans(ids, model_inputs)
-        groups = audio_groups(model_inputs, ids, audio_id)
-        spans += spans_from_placeholders(
-            ids == audio_id, groups, "audio", allow_split=True, source="feature_attention_mask"
+    media_input_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        **QwenVisionAdapter.media_input_names,
+        "audio": AUDIO_INPUT_NAMES,
+    }
+    interleaved_modalities: ClassVar[tuple[str, ...]] = ("audio",)
+
+    def media_items(self, modality: str, model_inputs: dict[str, Any]) -> MediaItems | None:
+        return audio_items(model_inputs) if modality == "audio" else super().media_items(modality, model_inputs)
+
+    @property
+    def audio_encoder(self) -> nn.Module:
+        """The `audio_tower` (`Qwen2_5OmniAudioEncoder`, its output projection included)."""
+        return self.inner_model.audio_tower
+
+    @property
+    def audio_blocks(self) -> nn.ModuleList:
+        return self.audio_encoder.layers
+
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The vision `merger` (image and video) and the audio tower's output projection `proj`."""
+        return {**super().feature_modules(), "audio": self.audio_encoder.proj}
+
+    def rope_index(self, input_ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        feature_mask = model_inputs.get("feature_attention_mask")
+        image_grid, video_grid = model_inputs.get("image_grid_thw"), model_inputs.get("video_grid_thw")
+        if image_grid is None and video_grid is None and feature_mask is None:
+            return _text_positions(input_ids, self.modality_token_ids)
+        # as the thinker's forward: audio lengths from the feature mask, an all-ones attention mask
+        positions, deltas = self.inner_model.get_rope_index(
+            input_ids,
+            image_grid,
+            video_grid,
+            torch.ones_like(input_ids),
+            bool(model_inputs.get("use_audio_in_video") or False),
+            None if feature_mask is None else torch.as_tensor(feature_mask).sum(-1),
+            model_inputs.get("video_second_per_grid"),
         )
-        return ModalitySpans(int(ids.shape[0]), spans)
+        return positions, int(deltas.reshape(-1)[0])
 
     def add_video(self, ids, frames, timestamps, size, tokenizer):
         ids, tensors = super().add_video(ids, frames, timestamps, size, tokenizer)

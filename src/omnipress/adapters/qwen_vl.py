@@ -8,9 +8,9 @@ Token layout (ids read from the config):
 - video (Qwen3-VL): one `<t seconds> <vision_start> <video_pad> × (h·w / merge²) <vision_end>` block per temporal
   patch, so the frame groups are separated by text (the model's `get_rope_index` splits `video_grid_thw` per frame).
 
-`spans` gives one image span per image and one video span per frame group (`Span.frame` = temporal patch index).
-It reads the grids, or, for the prefill call inside `generate` (which passes `mm_encoder_outputs` instead of pixels
-and grids), the per-item encoder outputs and the M-RoPE `position_ids`. Decoding positions: see `mrope.py`.
+`batch_spans` gives one image span per image and one video span per frame group (`Span.frame` = temporal patch
+index). It reads the grids, or, for the prefill call inside `generate` (which passes `mm_encoder_outputs` instead of
+pixels and grids), the per-item encoder outputs and each row's M-RoPE `position_ids`. Positions: see `mrope.py`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from PIL import Image
 from torch import nn
 
 from ..media.video import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, frames_to_tensor, qwen_video_patches
-from ..spans import ModalitySpans, Span, spans_from_placeholders
-from .common import encoder_output_counts, expand_placeholders, sequence_ids
+from ..spans import Span
+from .common import MediaItems, encoder_output_counts, expand_placeholders
 from .mrope import MRopeAdapter
 
 HALF = (0.5, 0.5, 0.5)
@@ -60,42 +60,93 @@ class QwenVisionAdapter(MRopeAdapter):
         }
 
     # -- spans -------------------------------------------------------------------------------------------------
-    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
-        ids = sequence_ids(input_ids)
-        spans = self.vision_spans(ids, model_inputs)
-        return ModalitySpans(int(ids.shape[0]), spans)
+    media_input_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "image": ("image_grid_thw", "mm_encoder_outputs"),
+        "video": ("video_grid_thw", "mm_encoder_outputs"),
+    }
+
+    def media_items(self, modality: str, model_inputs: dict[str, Any]) -> MediaItems | None:
+        """Images and videos from the grids (`(items of all rows, 3)`), or, inside `generate` (which passes encoder
+        outputs instead of pixels and grids), from the per-item encoder outputs; a video from encoder outputs is one
+        group here and split into frame groups per row by `row_groups`."""
+        if modality not in ("image", "video"):
+            return None
+        name = f"{modality}_grid_thw"
+        merge2 = self.merge_size**2
+        grid = model_inputs.get(name)
+        if grid is not None:
+            rows = torch.as_tensor(grid).reshape(-1, 3).tolist()
+            if modality == "image":
+                return MediaItems([[t * h * w // merge2] for t, h, w in rows], name)
+            return MediaItems([[h * w // merge2] * t for t, h, w in rows], name)
+        counts = encoder_output_counts(model_inputs, modality)
+        if counts is None:
+            return None
+        return MediaItems([[n] for n in counts], "mm_encoder_outputs")
+
+    def row_groups(
+        self,
+        modality: str,
+        items: MediaItems,
+        start: int,
+        stop: int,
+        row: int,
+        placeholder_mask: torch.Tensor,
+        model_inputs: dict[str, Any],
+    ) -> list[list[int]]:
+        """Videos known from encoder outputs only are split into frame groups by the row's own M-RoPE positions."""
+        groups = items.groups[start:stop]
+        if modality != "video" or items.source != "mm_encoder_outputs" or not groups:
+            return groups
+        position_ids = model_inputs.get("position_ids")
+        if position_ids is None:
+            raise ValueError("splitting a video into frame groups needs video_grid_thw or the M-RoPE position_ids")
+        pos = torch.as_tensor(position_ids)
+        if pos.dim() != 3 or pos.shape[0] not in (3, 4):
+            raise ValueError(f"expected M-RoPE position_ids of shape (3 or 4, batch, seq), got {tuple(pos.shape)}")
+        pos = pos[:, row if pos.shape[1] > 1 else 0]  # (3 or 4, seq): this row's own positions
+        return _frame_groups_from_positions(placeholder_mask, [g[0] for g in groups], pos[-2], pos[-1])
 
     def vision_spans(self, ids: torch.Tensor, model_inputs: dict[str, Any]) -> list[Span]:
-        """Image and video spans from the grids, or, inside `generate` (which passes encoder outputs instead of
-        pixels and grids), from the encoder outputs and the M-RoPE `position_ids`."""
+        """The image and video spans of one sequence (kept for callers of earlier versions; use `spans`)."""
+        inputs = {k: v for k, v in model_inputs.items() if k != "input_ids"}
+        return [s for s in self.spans(ids, **inputs).spans if s.modality in ("image", "video")]
+
+    # -- encoders, features, positions -------------------------------------------------------------------------
+    @property
+    def vision_encoder(self) -> nn.Module:
+        """The vision transformer `visual` (patch embedding, `blocks`, patch `merger`)."""
+        return self.inner_model.visual
+
+    @property
+    def vision_blocks(self) -> nn.ModuleList:
+        return self.vision_encoder.blocks
+
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The vision `merger` for both images and videos: its `(merged tokens, hidden)` output is the LLM input
+        (Qwen2.5-VL and Qwen2.5-Omni reorder its rows from window to raster order first)."""
+        return {"image": self.vision_encoder.merger, "video": self.vision_encoder.merger}
+
+    def token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`mm_token_type_ids` of `input_ids`: 0 text, 1 image, 2 video."""
         tokens = self.modality_token_ids
-        merge2 = self.merge_size**2
-        spans: list[Span] = []
-        for modality, name in (("image", "image_grid_thw"), ("video", "video_grid_thw")):
-            mask = ids == tokens[modality]
-            grid = model_inputs.get(name)
-            if grid is not None:
-                rows = torch.as_tensor(grid).reshape(-1, 3).tolist()
-                if modality == "image":
-                    groups = [[t * h * w // merge2] for t, h, w in rows]
-                else:
-                    groups = [[h * w // merge2] * t for t, h, w in rows]
-                source = name
-            elif (counts := encoder_output_counts(model_inputs, modality)) is not None:
-                if modality == "image":
-                    groups = [[n] for n in counts]
-                else:
-                    groups = _frame_groups_from_positions(mask, counts, model_inputs.get("position_ids"))
-                source = "mm_encoder_outputs"
-            elif bool(mask.any()):
-                raise ValueError(
-                    f"input_ids hold {modality} placeholder tokens (id {tokens[modality]}) but neither {name} nor "
-                    "mm_encoder_outputs was given"
-                )
-            else:
-                continue
-            spans += spans_from_placeholders(mask, groups, modality, source=source)
-        return spans
+        types = torch.zeros_like(input_ids)
+        types[input_ids == tokens["image"]] = 1
+        types[input_ids == tokens["video"]] = 2
+        return types
+
+    def rope_index(self, input_ids: torch.Tensor, model_inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        grids = {
+            name: model_inputs[name]
+            for name in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+            if model_inputs.get(name) is not None
+        }
+        if "image_grid_thw" not in grids and "video_grid_thw" not in grids:
+            return _text_positions(input_ids, self.modality_token_ids)
+        types = model_inputs.get("mm_token_type_ids")
+        types = self.token_types(input_ids) if types is None else types
+        positions, deltas = self.inner_model.get_rope_index(input_ids, mm_token_type_ids=types, **grids)
+        return positions, int(deltas.reshape(-1)[0])
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def default_image_processor(self) -> Any:
@@ -164,11 +215,7 @@ class QwenVisionAdapter(MRopeAdapter):
     def extra_text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.accepts_forward_argument("mm_token_type_ids"):
             return {}
-        tokens = self.modality_token_ids
-        types = torch.zeros_like(input_ids)
-        types[input_ids == tokens["image"]] = 1
-        types[input_ids == tokens["video"]] = 2
-        return {"mm_token_type_ids": types}
+        return {"mm_token_type_ids": self.token_types(input_ids)}
 
 
 class Qwen2VLAdapter(QwenVisionAdapter):
@@ -213,21 +260,28 @@ class Qwen3VLAdapter(QwenVisionAdapter):
         return ids, {"pixel_values_videos": patches, "video_grid_thw": grid}
 
 
+def _text_positions(input_ids: torch.Tensor, token_ids: dict[str, int]) -> tuple[torch.Tensor, int]:
+    """M-RoPE positions of a prompt without media: the token index in all three rows, delta 0."""
+    if any(bool((input_ids == t).any()) for t in token_ids.values()):
+        raise ValueError(
+            "the prompt holds media placeholders: its M-RoPE positions need the grids (image_grid_thw / "
+            "video_grid_thw, audio lengths) or the position_ids generate passes to the prefill"
+        )
+    seq = int(input_ids.shape[-1])
+    positions = torch.arange(seq, device=input_ids.device).view(1, 1, seq).expand(3, 1, seq)
+    return positions, 0
+
+
 def _frame_groups_from_positions(
-    video_mask: torch.Tensor, counts: list[int], position_ids: torch.Tensor | None
+    video_mask: torch.Tensor, counts: list[int], height: torch.Tensor, width: torch.Tensor
 ) -> list[list[int]]:
-    """Per-video frame-group sizes without `video_grid_thw`, from the M-RoPE positions of the video tokens.
+    """Per-video frame-group sizes of one row without `video_grid_thw`, from the M-RoPE positions of its video tokens.
 
     Inside a frame group the (height, width) positions walk the merged grid in raster order, strictly increasing;
     a new group starts where that order restarts (consecutive frames of Qwen2-VL) or after text (Qwen3-VL frames).
-    Uses the first sequence of `position_ids` `(3 or 4, batch, seq)`.
+    `video_mask`, `height` and `width` are the row's `(seq,)` placeholder mask and height/width position rows.
     """
-    if position_ids is None:
-        raise ValueError("splitting a video into frame groups needs video_grid_thw or the M-RoPE position_ids")
-    pos = torch.as_tensor(position_ids)
-    if pos.dim() != 3 or pos.shape[0] not in (3, 4):
-        raise ValueError(f"expected M-RoPE position_ids of shape (3 or 4, batch, seq), got {tuple(pos.shape)}")
-    height, width = pos[-2, 0].tolist(), pos[-1, 0].tolist()  # rows of the first sequence
+    height_list, width_list = height.tolist(), width.tolist()
     where = video_mask.nonzero().flatten().tolist()
     if len(where) != sum(counts):
         raise ValueError(
@@ -240,7 +294,7 @@ def _frame_groups_from_positions(
         start += count
         sizes = [1]
         for prev, cur in itertools.pairwise(item):
-            restart = (height[cur], width[cur]) <= (height[prev], width[prev])
+            restart = (height_list[cur], width_list[cur]) <= (height_list[prev], width_list[prev])
             if cur != prev + 1 or restart:
                 sizes.append(1)
             else:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from torch import nn
 
-from ..spans import ModalitySpans
-from .common import FamilyAdapter, sequence_ids
+from .common import FamilyAdapter
 
 
 class TextAdapter(FamilyAdapter):
-    """A decoder-only LM: no modality spans, 1-D RoPE positions (the base `continuation_position_ids`)."""
+    """A decoder-only LM: no modality spans (only padding), no encoders, 1-D RoPE positions."""
 
     @property
     def language_model(self) -> nn.Module:
         # `*ForCausalLM` wraps the decoder as `.model`; a bare `*Model` is the decoder itself
         return self.model.model if hasattr(self.model, "lm_head") else self.model
-
-    def spans(self, input_ids: torch.Tensor, **model_inputs: Any) -> ModalitySpans:
-        return ModalitySpans(int(sequence_ids(input_ids).shape[0]), [])
 
 
 class LlamaAdapter(TextAdapter):

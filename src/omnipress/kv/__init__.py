@@ -1,7 +1,7 @@
-"""KV-cache presses: prefill-time eviction with real (ragged) memory savings."""
+"""KV-cache presses: prefill- and decoding-time eviction with real (ragged) memory savings."""
 
 from .adakv import AdaKV
-from .base import BudgetConfig, KVPress, LayerInputs, ScorerPress
+from .base import BudgetConfig, DecodingConfig, KVPress, LayerInputs, ScorerPress
 from .h2o import H2O
 from .knorm import KNorm
 from .mixkv import MixKV
@@ -17,6 +17,7 @@ __all__ = [
     "AdaKV",
     "BudgetConfig",
     "CompressionReport",
+    "DecodingConfig",
     "KNorm",
     "KVPress",
     "LayerInputs",

@@ -5,14 +5,17 @@ tokens), on top of the ``W`` observation-window tokens that are always kept. Wit
 includes the window (the papers' convention), the base capacity is ``B - W``.
 
 Rules follow the official MixKV code (MixKV spec §2.2.1), which inherits them from the hosts:
-PyramidKV (arXiv 2406.02069), AdaKV (arXiv 2407.11550), SparseMM (arXiv 2506.05344).
+PyramidKV (arXiv 2406.02069), AdaKV (arXiv 2407.11550), SparseMM (arXiv 2506.05344). By default
+(``exact_total=True``) the allocations keep exactly the nominal total (largest-remainder rounding, see `apportion`);
+``exact_total=False`` reproduces the official code's per-capacity rounding.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -20,6 +23,7 @@ from torch import Tensor
 __all__ = [
     "RaggedIndices",
     "adakv_capacities",
+    "apportion",
     "pyramid_capacities",
     "sparsemm_capacities",
     "top_capacity_indices",
@@ -53,19 +57,98 @@ def _check_scores(scores: object) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------------------------
 # capacities
+#
+# Exact totals. The official MixKV/PyramidKV/AdaKV/SparseMM code rounds every capacity on its own (a floored pyramid
+# step, `round` per head), so the kept total drifts from the nominal one (PyramidKV on SmolLM2 at budget 128:
+# 11,970 entries kept for 11,520 nominal). By default (`exact_total=True`) each allocation is first computed exactly
+# as rational numbers whose sum is the nominal total, then rounded by the largest-remainder rule: every capacity gets
+# the floor of its ideal value and the leftover units go to the largest fractional parts (ties: the lower index).
+# `exact_total=False` reproduces the official rounding bit for bit.
 
 
-def pyramid_capacities(base: int, num_layers: int, n_valid: int, beta: int = 20) -> list[int]:
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _exact(value: float | int) -> Fraction:
+    """A user number as the decimal it was written as (0.2 -> 1/5, not the nearest binary float)."""
+    return Fraction(value) if isinstance(value, int) else Fraction(repr(float(value)))
+
+
+def apportion(ideal: Sequence[Fraction | int], total: int, upper: Sequence[int] | None = None) -> list[int]:
+    """Integers as close as possible to ``ideal`` that sum to ``total`` (largest-remainder rounding).
+
+    With ``upper``, entry ``i`` is at most ``upper[i]``: an entry whose ideal value exceeds its bound is set to the
+    bound, and what it loses is shared by the other entries in proportion to their ideal values (repeated until no
+    entry exceeds its bound). The result then sums to ``min(total, sum(upper))``, the closest reachable total. Every
+    entry gets the floor of its (adjusted) ideal value; the remaining units go one each to the entries with the
+    largest fractional parts, ties to the lower index. Deterministic and exact (rational arithmetic).
+
+    Parameters
+    ----------
+    ideal : sequence of Fraction or int
+        Non-negative ideal values whose sum is ``total``.
+    total : int
+        Target sum.
+    upper : sequence of int, optional
+        Per-entry upper bounds.
+
+    Returns
+    -------
+    list of int
+    """
+    values = [Fraction(v) for v in ideal]
+    n = len(values)
+    if upper is not None:
+        if len(upper) != n:
+            raise ValueError(f"upper has {len(upper)} entries for {n} values")
+        total = min(total, sum(upper))
+        fixed = [False] * n
+        while True:
+            over = [i for i in range(n) if not fixed[i] and values[i] > upper[i]]
+            if not over:
+                break
+            for i in over:
+                fixed[i] = True
+                values[i] = Fraction(upper[i])
+            rest = [i for i in range(n) if not fixed[i]]
+            if not rest:
+                break
+            remaining = total - sum(upper[i] for i in range(n) if fixed[i])
+            mass = sum(values[i] for i in rest)
+            for i in rest:
+                values[i] = values[i] * remaining / mass if mass > 0 else Fraction(remaining, len(rest))
+    out = [math.floor(v) for v in values]
+    left = total - sum(out)
+    for i in sorted(range(n), key=lambda i: (out[i] - values[i], i)):  # largest fractional part first
+        if left <= 0:
+            break
+        if upper is None or out[i] < upper[i]:
+            out[i] += 1
+            left -= 1
+    return out
+
+
+def pyramid_capacities(
+    base: int, num_layers: int, n_valid: int, beta: int = 20, *, exact_total: bool = True
+) -> list[int]:
     """PyramidKV layer capacities: lower layers keep more, linear decay (MixKV spec §2.2.1).
 
     ``min = base // beta``, ``max = 2 * base - min``; if ``max >= n_valid`` then ``max = n_valid`` and
-    ``min = 2 * base - max``; ``step = (max - min) // (num_layers - 1)``; layer ``l`` gets ``max - l * step``.
-    Because ``step`` is floored, the mean capacity can exceed ``base`` (this is the reference behaviour: with
-    ``base=32``, 28 layers and a long prompt, capacities go 63, 61, ..., 9 with mean 36).
+    ``min = 2 * base - max``. Layer ``l`` ideally gets ``max - l * (max - min) / (num_layers - 1)``, whose mean is
+    exactly ``base``.
+
+    - ``exact_total=True`` (default): the ideal values rounded by the largest-remainder rule (see `apportion`), so
+      the capacities sum to exactly ``num_layers * base`` and stay a linear decay up to one unit.
+    - ``exact_total=False``: the official PyramidKV/MixKV code, ``step = (max - min) // (num_layers - 1)`` and layer
+      ``l`` gets ``max - l * step``. The floored step makes the mean exceed ``base`` (``base=32``, 28 layers: 63,
+      61, ..., 9, mean 36).
 
     Every capacity is finally clamped to ``[0, n_valid]``. That changes nothing when ``base <= n_valid``; when
-    ``base > n_valid`` the hosts keep the whole cache anyway (spec §2.2 step 0) and the clamp just says so.
-    With ``num_layers == 1`` there is no pyramid: the single layer gets ``min(base, n_valid)``.
+    ``base > n_valid`` every layer keeps all ``n_valid`` tokens, the closest reachable total (the hosts keep the
+    whole cache anyway, spec §2.2 step 0). With ``num_layers == 1`` the single layer gets ``min(base, n_valid)``.
 
     Parameters
     ----------
@@ -77,6 +160,8 @@ def pyramid_capacities(base: int, num_layers: int, n_valid: int, beta: int = 20)
         Selectable tokens ``L = N - W``.
     beta : int
         Ratio between the base and the smallest capacity (PyramidKV default 20).
+    exact_total : bool
+        Sum to exactly ``num_layers * base`` (default) or round as the official code.
 
     Returns
     -------
@@ -91,6 +176,7 @@ def pyramid_capacities(base: int, num_layers: int, n_valid: int, beta: int = 20)
     _check_int("num_layers", num_layers, 1)
     _check_int("n_valid", n_valid, 0)
     _check_int("beta", beta, 1)
+    _check_bool("exact_total", exact_total)
     if num_layers == 1:
         return [min(base, n_valid)]
     smallest = base // beta
@@ -98,8 +184,14 @@ def pyramid_capacities(base: int, num_layers: int, n_valid: int, beta: int = 20)
     if largest >= n_valid:
         largest = n_valid
         smallest = 2 * base - largest
-    step = (largest - smallest) // (num_layers - 1)
-    return [min(max(largest - layer * step, 0), n_valid) for layer in range(num_layers)]
+    if exact_total:
+        span = num_layers - 1
+        ideal = [Fraction(largest * span - layer * (largest - smallest), span) for layer in range(num_layers)]
+        capacities = apportion(ideal, num_layers * base)
+    else:
+        step = (largest - smallest) // (num_layers - 1)
+        capacities = [largest - layer * step for layer in range(num_layers)]
+    return [min(max(c, 0), n_valid) for c in capacities]
 
 
 def adakv_capacities(
@@ -109,17 +201,25 @@ def adakv_capacities(
     floor_ratio: float = 0.2,
     normalize: bool = True,
     candidates: Tensor | None = None,
+    exact_total: bool = True,
 ) -> Tensor:
     """AdaKV head capacities inside one layer, from the host's attention scores (MixKV spec §2.2.1).
 
     ``floor = floor(floor_ratio * base)``. Each head's scores are sorted in descending order; with ``normalize`` they
     are multiplied by ``(sum of the head's top-base scores) / (sum of all its scores)``. Over all heads of a batch
-    row, the ``Hkv * base`` largest scores are taken and ``cnt_h`` counts those of head ``h``. Then
-    ``c_h = round(cnt_h * (1 - floor_ratio) + floor)`` (round half to even, as ``torch.round``), clamped to the
-    number of competing tokens. Ties in the global ranking go to the lower head index, then the higher-ranked token.
+    row, the ``Hkv * base`` largest scores are taken and ``cnt_h`` counts those of head ``h``. Ties in the global
+    ranking go to the lower head index, then the higher-ranked token. Then:
 
-    The per-layer total ``sum_h c_h`` is ``Hkv * base`` only up to rounding (each head may be off by up to 0.5 plus
-    ``base * floor_ratio - floor``) and the clamp.
+    - ``exact_total=True`` (default): head ``h`` ideally gets ``cnt_h * (1 - floor_ratio) + floor_ratio * base``
+      (the same split, the guaranteed share not floored), which sums to exactly ``Hkv * base``; these are rounded by
+      the largest-remainder rule (see `apportion`), so every row's capacities sum to ``Hkv * base`` and every head
+      keeps at least ``floor``. A head can keep at most its competing tokens; what a capped head cannot use goes to
+      the other heads, so the total stays exact unless the row has fewer than ``Hkv * base`` competing tokens (then
+      every head keeps all of them). ``floor_ratio`` is read as the decimal it was written as (0.2 is 1/5).
+    - ``exact_total=False``: the official AdaKV/MixKV code, ``c_h = round(cnt_h * (1 - floor_ratio) + floor)``
+      (round half to even, as ``torch.round``), clamped to the number of competing tokens; the per-layer total is
+      ``Hkv * base`` only up to rounding (each head may be off by up to 0.5 plus ``base * floor_ratio - floor``), and
+      the number of globally picked scores is ``min(Hkv * base, fewest competing tokens of any row)``.
 
     Parameters
     ----------
@@ -134,6 +234,8 @@ def adakv_capacities(
     candidates : Tensor, optional
         Bool ``(L,)`` (or broadcastable to ``(B, Hkv, L)``) mask; only these positions compete and count in the
         sums. ``None`` means all ``L``.
+    exact_total : bool
+        Sum to exactly ``Hkv * base`` per row (default) or round as the official code.
 
     Returns
     -------
@@ -147,6 +249,7 @@ def adakv_capacities(
     _check_scores(scores)
     _check_int("base", base, 0)
     alpha = _check_ratio("floor_ratio", floor_ratio)
+    _check_bool("exact_total", exact_total)
     batch, heads, length = scores.shape
     if candidates is None:
         mask = torch.ones(batch, heads, length, dtype=torch.bool, device=scores.device)
@@ -175,14 +278,25 @@ def adakv_capacities(
         ratio = torch.where(total_mass > 0, top_mass / total_mass.clamp_min(1e-300), torch.zeros_like(total_mass))
         ranked = torch.where(torch.isfinite(ranked), ranked * ratio, ranked)
 
-    picked = min(heads * base, int(available.sum(dim=-1).min().item()) if batch > 0 else 0)
-    counts = torch.zeros(batch, heads, dtype=torch.long, device=scores.device)
-    if picked > 0:
-        flat = ranked.reshape(batch, heads * length)  # (B, Hkv*L), head-major
-        order = torch.sort(flat, dim=-1, descending=True, stable=True).indices[:, :picked]  # (B, picked)
-        counts = counts.scatter_add(-1, order // length, torch.ones_like(order))
-    capacities = torch.round(counts.double() * (1.0 - alpha) + floor).long()
-    return torch.minimum(capacities, available)
+    flat = ranked.reshape(batch, heads * length)  # (B, Hkv*L), head-major
+    order = torch.sort(flat, dim=-1, descending=True, stable=True).indices  # (B, Hkv*L)
+    if not exact_total:
+        picked = min(heads * base, int(available.sum(dim=-1).min().item()) if batch > 0 else 0)
+        counts = torch.zeros(batch, heads, dtype=torch.long, device=scores.device)
+        if picked > 0:
+            counts = counts.scatter_add(-1, order[:, :picked] // length, torch.ones_like(order[:, :picked]))
+        capacities = torch.round(counts.double() * (1.0 - alpha) + floor).long()
+        return torch.minimum(capacities, available)
+
+    share = _exact(alpha)
+    rows = []
+    for row in range(batch):
+        upper = available[row].tolist()
+        picked = min(heads * base, sum(upper))
+        counts = torch.bincount(order[row, :picked] // length, minlength=heads).tolist()
+        ideal = [(1 - share) * c + share * base for c in counts]  # sums to Hkv * base when picked = Hkv * base
+        rows.append(apportion(ideal, heads * base, upper))
+    return torch.tensor(rows, dtype=torch.long, device=scores.device).view(batch, heads)
 
 
 def sparsemm_capacities(
@@ -192,12 +306,21 @@ def sparsemm_capacities(
     min_ratio: float = 0.1,
     n_valid: int | None = None,
     num_kv_heads: int | None = None,
+    exact_total: bool = True,
 ) -> Tensor:
     """SparseMM per-(layer, KV head) capacities from offline visual-head scores (MixKV spec §2.2.1).
 
-    Scores are normalised to sum to 1 over all (layer, head) entries; ``min = floor(base * min_ratio)`` and
-    ``c = round(score * (base - min) * num_layers * Hkv + min)``, so the total over the model is
-    ``num_layers * Hkv * base`` up to rounding.
+    Scores are normalised to sum to 1 over all (layer, head) entries; ``min = floor(base * min_ratio)`` and entry
+    ``(l, h)`` ideally gets ``score * (base - min) * num_layers * Hkv + min``, whose sum over the model is
+    ``num_layers * Hkv * base``.
+
+    - ``exact_total=True`` (default): the ideal values (scores taken exactly as their float values) are rounded by
+      the largest-remainder rule over the whole model (see `apportion`), so the capacities sum to exactly
+      ``num_layers * Hkv * base``. With ``n_valid`` an entry is capped at ``n_valid`` and what it cannot use goes to
+      the other entries in proportion to their ideal values: the total stays exact unless
+      ``base > n_valid`` (then every entry keeps ``n_valid``).
+    - ``exact_total=False``: the official SparseMM/MixKV code, ``c = round(ideal)`` (half to even) per entry, then
+      clamped to ``n_valid``: the total is exact only up to rounding, and what a clamped entry loses is lost.
 
     Parameters
     ----------
@@ -212,6 +335,8 @@ def sparsemm_capacities(
         Selectable tokens ``L``; capacities are clamped to it when given.
     num_kv_heads : int, optional
         Sum query-head scores into this many KV heads first.
+    exact_total : bool
+        Sum to exactly ``num_layers * Hkv * base`` (default) or round as the official code.
 
     Returns
     -------
@@ -228,6 +353,9 @@ def sparsemm_capacities(
         raise ValueError(f"head_scores must have shape (num_layers, heads), got {tuple(head_scores.shape)}")
     _check_int("base", base, 0)
     ratio = _check_ratio("min_ratio", min_ratio)
+    _check_bool("exact_total", exact_total)
+    if n_valid is not None:
+        _check_int("n_valid", n_valid, 0)
     scores = head_scores.double()
     if num_kv_heads is not None:
         _check_int("num_kv_heads", num_kv_heads, 1)
@@ -242,11 +370,15 @@ def sparsemm_capacities(
     num_layers, heads = scores.shape
     smallest = math.floor(base * ratio)
     spread = (base - smallest) * num_layers * heads
-    capacities = torch.round(scores / total * spread + smallest).long()
-    if n_valid is not None:
-        _check_int("n_valid", n_valid, 0)
-        capacities = capacities.clamp_max(n_valid)
-    return capacities
+    if not exact_total:
+        capacities = torch.round(scores / total * spread + smallest).long()
+        return capacities if n_valid is None else capacities.clamp_max(n_valid)
+    exact = [Fraction(x) for x in scores.reshape(-1).tolist()]
+    mass = sum(exact)
+    ideal = [x / mass * spread + smallest for x in exact]
+    upper = None if n_valid is None else [n_valid] * len(ideal)
+    flat = apportion(ideal, num_layers * heads * base, upper)
+    return torch.tensor(flat, dtype=torch.long, device=head_scores.device).view(num_layers, heads)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,13 +14,14 @@ from .scoring import h2o_scores
 class H2O(ScorerPress):
     """H2O (Zhang et al., 2023, https://arxiv.org/abs/2306.14048), applied once at prefill.
 
-    Every prompt entry is scored by the causal attention it receives from all prompt queries (accumulated, GQA
-    groups averaged); the `window` most recent entries are always kept, as H2O keeps a recent window besides the
-    heavy hitters. Decoding is not re-compressed.
+        Every prompt entry is scored by the causal attention it receives from all prompt queries (accumulated, GQA
+        groups averaged); the `window` most recent entries are always kept, as H2O keeps a recent window besides the
+        heavy hitters. With `decode_budget` the scores at decoding time come from the last `window` queries only
+    (the full accumulated attention of a generation is not kept).
     """
 
     window: int = 32
     chunk: int = 1024
 
     def score(self, layer: LayerInputs) -> torch.Tensor:
-        return h2o_scores(layer.query, layer.keys, scaling=layer.scaling, chunk=self.chunk)
+        return h2o_scores(layer.query, layer.keys, scaling=layer.scaling, chunk=self.chunk, key_mask=layer.padding_mask)

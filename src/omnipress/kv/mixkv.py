@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..profiles import HeadProfile
-from .base import BudgetConfig, KVPress, LayerInputs
+from .base import BudgetConfig, DecodingConfig, KVPress, LayerInputs
 from .h2o import H2O
 from .scoring import mixkv_scores, redundancy_weight
 from .snapkv import SnapKV
@@ -67,6 +67,10 @@ class MixKV(KVPress):
         return self.host.budget_config
 
     @property
+    def decoding(self) -> DecodingConfig | None:
+        return self.host.decoding
+
+    @property
     def name(self) -> str:
         return f"MixKV({self.host.name})"
 
@@ -82,7 +86,7 @@ class MixKV(KVPress):
             self.weight.check(layer.num_layers, layer.keys.shape[1])
             return self.weight.scores[layer.layer_idx].to(layer.keys.device).clamp(0.0, 1.0)
         if self.weight == "online":
-            return redundancy_weight(layer.keys)
+            return redundancy_weight(layer.keys, key_mask=layer.padding_mask)
         return float(self.weight)
 
     def rank(self, layer: LayerInputs, scores: torch.Tensor) -> torch.Tensor:
@@ -95,4 +99,5 @@ class MixKV(KVPress):
             weight,
             candidates=layer.candidates,
             use_value_norm=self.use_value_norm,
+            key_mask=layer.padding_mask,
         )

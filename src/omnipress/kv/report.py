@@ -8,12 +8,13 @@ from typing import Any
 
 @dataclass
 class LayerStats:
-    """One decoder layer after prefill compression.
+    """One decoder layer after compression.
 
-    `tokens_before` is the prompt length each KV head held; `kept_per_head` lists the entries each `(batch, kv head)`
-    kept (batch-major); `bytes_before` is the dense key+value size before compression and `bytes_after` the key+value
-    bytes the layer's tensors physically hold afterwards; `kept_by_modality` counts kept entries per span modality
-    (summed over heads).
+    `tokens_before` is the number of KV entries the layer held before (real tokens of every row times the KV heads;
+    padding is not counted); `kept_per_head` lists the entries each `(row, KV head)` kept (batch-major);
+    `bytes_before` is the dense key+value size of those real entries; `bytes_after` the key+value bytes the layer's
+    tensors physically hold afterwards (page rounding of ragged layers included) and `kept_bytes` those of the kept
+    entries alone; `kept_by_modality` counts kept entries per span modality (summed over rows and heads).
     """
 
     layer: int
@@ -22,6 +23,8 @@ class LayerStats:
     bytes_before: int
     bytes_after: int
     kept_by_modality: dict[str, int] = field(default_factory=dict)
+    kept_bytes: int = 0
+    note: str = ""
 
     @property
     def tokens_after(self) -> int:
@@ -30,7 +33,11 @@ class LayerStats:
 
 @dataclass
 class CompressionReport:
-    """Accounting of one prefill under a press: tokens and KV bytes before/after, per layer and head."""
+    """Accounting of one prefill (and of decoding-time compressions) under a press: tokens and KV bytes before and
+    after, per layer, row and head. Padding of a batch is never counted.
+
+    `prompt_tokens` and `modality_tokens` sum the real tokens of every row; `row_tokens` lists them per row.
+    """
 
     press: str
     compressed: bool
@@ -43,12 +50,15 @@ class CompressionReport:
     compression_seconds: float = 0.0
     index_bytes: int = 0
     note: str = ""
+    row_tokens: list[int] = field(default_factory=list)
+    decode_compressions: int = 0
+    decode_entries_evicted: int = 0
 
     # -- totals -------------------------------------------------------------------------------------------------
     @property
     def tokens_before(self) -> int:
-        """KV entries before compression, summed over layers and heads."""
-        return sum(s.tokens_before * len(s.kept_per_head) for s in self.layers)
+        """KV entries before compression, summed over layers, rows and heads."""
+        return sum(s.tokens_before for s in self.layers)
 
     @property
     def tokens_after(self) -> int:
@@ -69,13 +79,18 @@ class CompressionReport:
         return sum(s.bytes_after for s in self.layers)
 
     @property
+    def kv_bytes_kept(self) -> int:
+        """Key+value bytes of the kept entries alone (`kv_bytes_after` minus page rounding)."""
+        return sum(s.kept_bytes for s in self.layers)
+
+    @property
     def physical_ratio(self) -> float:
         """Fraction of key+value memory actually freed."""
         return 1.0 - self.kv_bytes_after / self.kv_bytes_before if self.kv_bytes_before else 0.0
 
     def kept_fraction(self, modality: str) -> float:
-        """Fraction of a modality's KV entries kept, over all layers and heads (`"text"` for the rest)."""
-        total = self.modality_tokens.get(modality, 0) * sum(len(s.kept_per_head) for s in self.layers)
+        """Fraction of a modality's KV entries kept, over all layers, rows and heads (`"text"` for the rest)."""
+        total = self.modality_tokens.get(modality, 0) * self.num_kv_heads * len(self.layers)
         kept = sum(s.kept_by_modality.get(modality, 0) for s in self.layers)
         return kept / total if total else 0.0
 
@@ -87,27 +102,41 @@ class CompressionReport:
             logical_ratio=self.logical_ratio,
             kv_bytes_before=self.kv_bytes_before,
             kv_bytes_after=self.kv_bytes_after,
+            kv_bytes_kept=self.kv_bytes_kept,
             physical_ratio=self.physical_ratio,
         )
         return out
 
     def __str__(self) -> str:
         mib = 1 / 2**20
-        lines = [
-            f"{self.press}: prompt {self.prompt_tokens} tokens {self.modality_tokens}",
-            f"  KV entries  {self.tokens_before:>9} -> {self.tokens_after}, removed {self.logical_ratio:.1%} (logical)",
-            f"  KV memory   {self.kv_bytes_before * mib:>9.2f} MiB -> {self.kv_bytes_after * mib:.2f} MiB, "
-            f"freed {self.physical_ratio:.1%} (physical)",
-            f"  prefill {self.prefill_seconds * 1e3:.1f} ms (compression {self.compression_seconds * 1e3:.1f} ms)",
-        ]
-        if self.modality_tokens:
+        rows = f", {self.batch_size} rows" if self.batch_size > 1 else ""
+        lines = [f"{self.press}: prompt {self.prompt_tokens} tokens{rows} {self.modality_tokens}"]
+        if self.layers:
+            lines += [
+                f"  KV entries  {self.tokens_before:>9} -> {self.tokens_after}, "
+                f"removed {self.logical_ratio:.1%} (logical)",
+                f"  KV memory   {self.kv_bytes_before * mib:>9.2f} MiB -> {self.kv_bytes_after * mib:.2f} MiB, "
+                f"freed {self.physical_ratio:.1%} (physical)",
+            ]
+            if self.kv_bytes_kept and self.kv_bytes_kept != self.kv_bytes_after:
+                lines.append(f"  of which page rounding {(self.kv_bytes_after - self.kv_bytes_kept) * mib:.2f} MiB")
+        lines.append(
+            f"  prefill {self.prefill_seconds * 1e3:.1f} ms (compression {self.compression_seconds * 1e3:.1f} ms)"
+        )
+        if self.modality_tokens and self.layers:
             kept = ", ".join(f"{m} {self.kept_fraction(m):.0%}" for m in self.modality_tokens)
             lines.append(f"  kept by modality: {kept}")
+        if self.decode_compressions:
+            lines.append(
+                f"  decoding: compressed {self.decode_compressions} times, "
+                f"{self.decode_entries_evicted} entries evicted"
+            )
         if self.layers:
             lines.append("  layer  kept per head (min/mean/max)")
             for s in self.layers:
                 k = s.kept_per_head
-                lines.append(f"  {s.layer:>5}  {min(k)}/{sum(k) / len(k):.1f}/{max(k)} of {s.tokens_before}")
+                per_head = s.tokens_before / max(1, len(k))
+                lines.append(f"  {s.layer:>5}  {min(k)}/{sum(k) / len(k):.1f}/{max(k)} of {per_head:.0f}")
         if self.note:
             lines.append(f"  note: {self.note}")
         return "\n".join(lines)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "h2o_scores",
+    "hashed_uniform",
     "key_diversity",
     "knorm_scores",
     "minmax",
@@ -91,23 +92,47 @@ def _check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 # attention-based scores
 
 
-def _grouped_causal_attention(queries: Tensor, keys: Tensor, scaling: float, first_position: int) -> Tensor:
-    """Softmax attention of queries sitting at ``first_position + j`` over causal keys, fp32, (B, Hq, Q, N)."""
+def _check_key_mask(key_mask: Tensor | None, keys: Tensor) -> Tensor | None:
+    """Validate a ``(B, 1 or Hkv, N)`` bool mask of the real (non-padding) keys; ``None`` means all are real."""
+    if key_mask is None:
+        return None
+    if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
+        raise TypeError("key_mask must be a bool tensor (True = a real entry, False = padding)")
+    batch, kv_heads, n = keys.shape[:3]
+    if key_mask.ndim != 3 or key_mask.shape[0] != batch or key_mask.shape[1] not in (1, kv_heads):
+        raise ValueError(f"key_mask must have shape ({batch}, 1 or {kv_heads}, {n}), got {tuple(key_mask.shape)}")
+    if key_mask.shape[2] != n:
+        raise ValueError(f"key_mask covers {key_mask.shape[2]} entries but there are N = {n} keys")
+    return key_mask.to(keys.device)
+
+
+def _grouped_causal_attention(
+    queries: Tensor, keys: Tensor, scaling: float, first_position: int, key_mask: Tensor | None = None
+) -> Tensor:
+    """Softmax attention of queries sitting at ``first_position + j`` over causal keys, fp32, (B, Hq, Q, N).
+
+    Keys outside ``key_mask`` (padding) get zero weight; a query that sees no real key (a padding query) gets an
+    all-zero row.
+    """
     batch, q_heads, q_len, head_dim = queries.shape
     kv_heads, n = keys.shape[1], keys.shape[2]
     group = q_heads // kv_heads
     # Grouping the queries by KV head is equivalent to repeat_kv on the keys, without copying the keys g times.
     grouped = queries.float().reshape(batch, kv_heads, group * q_len, head_dim)  # (B, Hkv, g*Q, D)
     logits = torch.matmul(grouped, keys.float().transpose(-1, -2)) * scaling  # (B, Hkv, g*Q, N)
-    logits = logits.view(batch, q_heads, q_len, n)  # (B, Hq, Q, N)
     query_pos = torch.arange(first_position, first_position + q_len, device=keys.device)
     key_pos = torch.arange(n, device=keys.device)
-    future = key_pos[None, :] > query_pos[:, None]  # (Q, N)
-    logits = logits.masked_fill(future, float("-inf"))
-    return torch.softmax(logits, dim=-1, dtype=torch.float32)
+    hidden = (key_pos[None, :] > query_pos[:, None]).repeat(group, 1)  # (g*Q, N) future keys
+    if key_mask is not None:
+        hidden = hidden | ~key_mask.unsqueeze(2)  # (B, Hkv or 1, g*Q, N)
+    logits = logits.masked_fill(hidden, float("-inf"))
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    if key_mask is not None:
+        probs = torch.nan_to_num(probs, nan=0.0)  # rows without any visible real key
+    return probs.view(batch, q_heads, q_len, n)
 
 
-def window_attention(queries: Tensor, keys: Tensor, *, scaling: float) -> Tensor:
+def window_attention(queries: Tensor, keys: Tensor, *, scaling: float, key_mask: Tensor | None = None) -> Tensor:
     """Causal softmax attention of the last ``W`` queries over all ``N`` keys (SnapKV's observation window).
 
     Window query ``j`` sits at position ``N - W + j`` and sees the keys at positions ``<= N - W + j``.
@@ -121,11 +146,15 @@ def window_attention(queries: Tensor, keys: Tensor, *, scaling: float) -> Tensor
         ``(B, Hkv, N, D)`` post-RoPE keys, ``N >= W``.
     scaling : float
         Logit scale, usually ``D ** -0.5``.
+    key_mask : Tensor, optional
+        ``(B, 1 or Hkv, N)`` bool, ``False`` for padding entries (left padding of a batch, or the unused slots of a
+        ragged cache laid out right-aligned); they get zero weight. ``None``: every key is real.
 
     Returns
     -------
     Tensor
-        ``(B, Hq, W, N)`` float32 attention probabilities (each row sums to 1, masked keys are exactly 0).
+        ``(B, Hq, W, N)`` float32 attention probabilities (each row sums to 1, masked keys are exactly 0; a padding
+        query, which sees no real key, gets an all-zero row).
 
     References
     ----------
@@ -133,8 +162,9 @@ def window_attention(queries: Tensor, keys: Tensor, *, scaling: float) -> Tensor
     """
     _check_queries_keys(queries, keys)
     scaling = _check_scaling(scaling)
+    key_mask = _check_key_mask(key_mask, keys)
     window, n = queries.shape[2], keys.shape[2]
-    return _grouped_causal_attention(queries, keys, scaling, first_position=n - window)
+    return _grouped_causal_attention(queries, keys, scaling, first_position=n - window, key_mask=key_mask)
 
 
 def reduce_gqa(scores: Tensor, num_kv_heads: int, how: str = "mean") -> Tensor:
@@ -216,6 +246,7 @@ def snapkv_scores(
     kernel: int = 5,
     pooling: str = "avg",
     gqa: str = "mean",
+    key_mask: Tensor | None = None,
 ) -> Tensor:
     """SnapKV importance of the selectable prefix (MixKV spec §2.2 step 1).
 
@@ -236,6 +267,9 @@ def snapkv_scores(
         See :func:`pool1d`.
     gqa : {"mean", "max"}
         See :func:`reduce_gqa`.
+    key_mask : Tensor, optional
+        Real (non-padding) keys, see :func:`window_attention`. Padding scores 0 before pooling, exactly like the
+        zero padding of the pooling itself, so a left-padded row scores as it would alone.
 
     Returns
     -------
@@ -246,7 +280,7 @@ def snapkv_scores(
     ----------
     SnapKV, arXiv 2404.14469; MixKV, arXiv 2510.20707.
     """
-    attention = window_attention(queries, keys, scaling=scaling)  # (B, Hq, W, N)
+    attention = window_attention(queries, keys, scaling=scaling, key_mask=key_mask)  # (B, Hq, W, N)
     selectable = keys.shape[2] - queries.shape[2]
     per_query_head = attention[..., :selectable].mean(dim=2)  # (B, Hq, L)
     per_kv_head = reduce_gqa(per_query_head, keys.shape[1], how=gqa)  # (B, Hkv, L)
@@ -260,6 +294,7 @@ def h2o_scores(
     scaling: float,
     gqa: str = "mean",
     chunk: int = 1024,
+    key_mask: Tensor | None = None,
 ) -> Tensor:
     """Heavy-hitter (H2O) scores: total causal attention each key receives from the queries.
 
@@ -279,6 +314,9 @@ def h2o_scores(
         See :func:`reduce_gqa`.
     chunk : int
         Number of queries processed at once.
+    key_mask : Tensor, optional
+        Real (non-padding) keys, see :func:`window_attention`; padding keys receive nothing and padding queries
+        give nothing.
 
     Returns
     -------
@@ -293,6 +331,7 @@ def h2o_scores(
     scaling = _check_scaling(scaling)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    key_mask = _check_key_mask(key_mask, keys)
     batch, q_heads, q_len, _ = queries.shape
     n = keys.shape[2]
     offset = n - q_len
@@ -301,7 +340,11 @@ def h2o_scores(
         stop = min(start + chunk, q_len)
         visible = offset + stop  # the last query of the chunk sees keys [0, visible)
         probs = _grouped_causal_attention(
-            queries[:, :, start:stop], keys[:, :, :visible], scaling, first_position=offset + start
+            queries[:, :, start:stop],
+            keys[:, :, :visible],
+            scaling,
+            first_position=offset + start,
+            key_mask=None if key_mask is None else key_mask[..., :visible],
         )  # (B, Hq, chunk, visible)
         received[..., :visible] += probs.sum(dim=2)
     return reduce_gqa(received, keys.shape[1], how=gqa)
@@ -391,13 +434,42 @@ def random_scores(
     return torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
 
 
-def unit_mean_key(keys: Tensor) -> Tensor:
+def hashed_uniform(index: Tensor, key: int) -> Tensor:
+    """Deterministic pseudo-random numbers in ``[0, 1)``: a splitmix64-style hash of ``index`` (int) and ``key``.
+
+    Unlike a generator draw, the value at an index does not depend on how many values are drawn, so a padded row
+    of a batch, or a longer prompt, draws the same number for the same token as the prompt alone.
+
+    Parameters
+    ----------
+    index : Tensor
+        Integer tensor of any shape.
+    key : int
+        Stream selector (seed, layer, head, ... mixed by the caller).
+
+    Returns
+    -------
+    Tensor
+        float32, same shape as ``index``.
+    """
+    if not isinstance(index, Tensor) or index.is_floating_point() or index.is_complex():
+        raise TypeError("index must be an integer tensor")
+    z = index.to(torch.int64) * 2654435761 + (key * 40503 + 12345)
+    for shift, mult in ((30, -4658895280553007687), (27, -7723592293110705685)):  # splitmix64 constants as int64
+        z = (z ^ (z >> shift)) * mult
+    z = z ^ (z >> 31)
+    return ((z >> 10) & ((1 << 53) - 1)).double().div_(2.0**53).float()  # z >= 0 here: bits 10..62
+
+
+def unit_mean_key(keys: Tensor, key_mask: Tensor | None = None) -> Tensor:
     """Mean of the L2-normalised keys over all ``N`` tokens (window included), not renormalised.
 
     Parameters
     ----------
     keys : Tensor
         ``(B, Hkv, N, D)`` post-RoPE keys, ``N >= 1``.
+    key_mask : Tensor, optional
+        ``(B, 1 or Hkv, N)`` bool: average over the real keys only (padding excluded).
 
     Returns
     -------
@@ -407,10 +479,15 @@ def unit_mean_key(keys: Tensor) -> Tensor:
     _check_tensor("keys", keys, 4)
     if keys.shape[2] == 0:
         raise ValueError("keys must hold at least one token")
-    return F.normalize(keys.float(), dim=-1).mean(dim=2)
+    unit = F.normalize(keys.float(), dim=-1)
+    key_mask = _check_key_mask(key_mask, keys)
+    if key_mask is None:
+        return unit.mean(dim=2)
+    weights = key_mask.unsqueeze(-1).float()  # (B, Hkv or 1, N, 1)
+    return (unit * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)
 
 
-def key_diversity(keys: Tensor, n_valid: int) -> Tensor:
+def key_diversity(keys: Tensor, n_valid: int, key_mask: Tensor | None = None) -> Tensor:
     """KeyDiff-style raw diversity ``-k_i/||k_i|| . mu`` of the first ``n_valid`` keys (MixKV spec §2.2 step 2).
 
     ``mu`` is :func:`unit_mean_key` over **all** ``N`` tokens, window included (spec §2.6 #6). Since ``mu`` is not
@@ -422,6 +499,8 @@ def key_diversity(keys: Tensor, n_valid: int) -> Tensor:
         ``(B, Hkv, N, D)`` post-RoPE keys.
     n_valid : int
         Number of leading tokens to score, ``0 <= n_valid <= N`` (``L = N - W`` for the hosts).
+    key_mask : Tensor, optional
+        ``(B, 1 or Hkv, N)`` bool: real keys; ``mu`` averages over them only (padding excluded).
 
     Returns
     -------
@@ -436,12 +515,12 @@ def key_diversity(keys: Tensor, n_valid: int) -> Tensor:
     n = keys.shape[2]
     if isinstance(n_valid, bool) or not isinstance(n_valid, int) or not 0 <= n_valid <= n:
         raise ValueError(f"n_valid must be an int in [0, N={n}], got {n_valid!r}")
-    mean_key = unit_mean_key(keys)  # (B, Hkv, D)
+    mean_key = unit_mean_key(keys, key_mask)  # (B, Hkv, D)
     unit = F.normalize(keys[:, :, :n_valid].float(), dim=-1)  # (B, Hkv, n_valid, D)
     return -torch.matmul(unit, mean_key.unsqueeze(-1)).squeeze(-1)
 
 
-def redundancy_weight(keys: Tensor, *, clamp: bool = True) -> Tensor:
+def redundancy_weight(keys: Tensor, *, clamp: bool = True, key_mask: Tensor | None = None) -> Tensor:
     """Online per-head redundancy ``w_h``: mean pairwise cosine similarity of the head's keys (MixKV §2.2 step 4).
 
     Computed in closed form from the unit mean key: ``w = (N ||mu||^2 - 1) / (N - 1)``, which equals the mean of
@@ -456,6 +535,8 @@ def redundancy_weight(keys: Tensor, *, clamp: bool = True) -> Tensor:
         used directly as the MixKV mixing weight; the official code uses the raw value, which differs only for heads
         whose keys are, on average, anti-correlated (never the case for real LLM keys). ``clamp=False`` returns the
         raw value.
+    key_mask : Tensor, optional
+        ``(B, 1 or Hkv, N)`` bool: the pairs are taken over the real keys only (padding excluded).
 
     Returns
     -------
@@ -466,12 +547,13 @@ def redundancy_weight(keys: Tensor, *, clamp: bool = True) -> Tensor:
     ----------
     MixKV, arXiv 2510.20707 (online weight of the GUI-grounding code).
     """
-    mean_key = unit_mean_key(keys)  # (B, Hkv, D)
-    n = keys.shape[2]
-    if n == 1:
-        weight = torch.ones(mean_key.shape[:2], dtype=torch.float32, device=keys.device)
+    mean_key = unit_mean_key(keys, key_mask)  # (B, Hkv, D)
+    if key_mask is None:
+        n = torch.full(mean_key.shape[:2], float(keys.shape[2]), device=keys.device)
     else:
-        weight = (n * mean_key.square().sum(dim=-1) - 1.0) / (n - 1)  # (B, Hkv)
+        n = key_mask.to(keys.device).sum(dim=-1).float().expand(mean_key.shape[:2])  # (B, Hkv)
+    pairs = (n * mean_key.square().sum(dim=-1) - 1.0) / (n - 1).clamp_min(1.0)  # (B, Hkv)
+    weight = torch.where(n > 1, pairs, torch.ones_like(pairs))  # a single key is fully redundant with itself
     return weight.clamp(0.0, 1.0) if clamp else weight
 
 
@@ -586,6 +668,7 @@ def mixkv_scores(
     candidates: Tensor | None = None,
     use_value_norm: bool = True,
     eps: float = 1e-8,
+    key_mask: Tensor | None = None,
 ) -> Tensor:
     """MixKV score: importance mixed with key diversity per KV head (MixKV spec §2.2 steps 2-5).
 
@@ -620,6 +703,8 @@ def mixkv_scores(
         Add the aligned value norm to the importance (MixKV default).
     eps : float
         Diversity min-max epsilon and scale-denominator epsilon (official: ``1e-8``).
+    key_mask : Tensor, optional
+        ``(B, 1 or Hkv, N)`` bool: real keys (padding excluded from the mean key).
 
     Returns
     -------
@@ -665,7 +750,7 @@ def mixkv_scores(
         raise ValueError("attention must be finite and non-negative on the candidate tokens (e.g. snapkv_scores)")
     target_mean = _masked_mean(importance, mask)  # (B, Hkv, 1)
 
-    diversity = minmax(key_diversity(keys, length), eps=eps, mask=mask)  # (B, Hkv, L)
+    diversity = minmax(key_diversity(keys, length, key_mask), eps=eps, mask=mask)  # (B, Hkv, L)
     diversity = diversity * (target_mean / (_masked_mean(diversity, mask) + eps))
     if use_value_norm:
         norms = minmax(value_norms(values)[..., :length], eps=0.0, mask=mask)  # (B, Hkv, L)

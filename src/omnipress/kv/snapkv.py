@@ -38,6 +38,11 @@ class SnapKV(ScorerPress):
         if layer.window == 0:
             raise ValueError(f"{self.name} needs an observation window >= 1")
         scores = snapkv_scores(
-            layer.window_queries, layer.keys, scaling=layer.scaling, kernel=self.kernel, pooling=self.pooling
+            layer.window_queries,
+            layer.keys,
+            scaling=layer.scaling,
+            kernel=self.kernel,
+            pooling=self.pooling,
+            key_mask=layer.padding_mask,
         )  # (batch, kv_heads, N - window)
         return torch.nn.functional.pad(scores, (0, layer.window))  # window entries are protected anyway

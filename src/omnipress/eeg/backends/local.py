@@ -268,7 +268,7 @@ class LocalVLMBackend(Backend):
     def generate(self, prompt: Prompt) -> Answer:
         from transformers import DynamicCache
 
-        from omnipress.cache import cache_kv_bytes
+        from omnipress.cache import cache_kept_bytes, cache_kv_bytes
 
         torch = self._torch
         start = time.perf_counter()
@@ -286,7 +286,7 @@ class LocalVLMBackend(Backend):
                 cache, reused = DynamicCache(), 0
                 logits = self._forward(enc, 0, n, cache)
             prefill_s = time.perf_counter() - t0
-            kv_bytes = cache_kv_bytes(cache)
+            kv_bytes, kept_bytes = cache_kv_bytes(cache), cache_kept_bytes(cache)
             t1 = time.perf_counter()
             new_ids = self._greedy(enc, cache, logits)
             decode_s = time.perf_counter() - t1
@@ -300,6 +300,7 @@ class LocalVLMBackend(Backend):
             "decode_s": round(decode_s, 5),
             "encode_s": round(encode_s, 5),
             "kv_bytes": int(kv_bytes),
+            "kv_bytes_kept": int(kept_bytes),
             "kv_bytes_full": self.full_kv_bytes(n),
             "compressed": bool(report is not None and getattr(report, "compressed", False)),
         }
@@ -372,9 +373,9 @@ class LocalVLMBackend(Backend):
             base = DynamicCache()
         if reuse < end:
             self._forward(enc, reuse, end, base)
-        from omnipress.cache import PackedLayer
+        from omnipress.cache import RaggedLayer
 
-        compressed = any(isinstance(layer, PackedLayer) for layer in base.layers)
+        compressed = any(isinstance(layer, RaggedLayer) for layer in base.layers)
         self._prefix = _PrefixCache(signature=sig.copy(), cache=base, compressed=compressed)
         return base, reuse
 
