@@ -10,6 +10,7 @@ from omnipress.cache import RaggedLayer, cache_kept_bytes, cache_kv_bytes
 from omnipress.core import ModelSession
 from omnipress.testing import tiny_inputs, tiny_model
 
+from ..kv import reference_attention as ref
 from .test_methods import AttentionRecorder
 
 REF = "omnipress_test_cross_reference"
@@ -65,12 +66,8 @@ def test_ragged_cross_attention_decodes_like_the_full_cache_with_the_rest_hidden
     cross_modules = set(get_adapter(model).cross_attention_modules)
     AttentionInterface.register(REF, reference)
     AttentionMaskInterface.register(REF, eager_mask)  # the decoder's causal mask over the new tokens
-    saved, model.config._attn_implementation = model.config._attn_implementation, REF
-    try:
-        with torch.no_grad():
-            want = model(**step_inputs, decoder_input_ids=step["decoder_input_ids"], past_key_values=cache).logits
-    finally:
-        model.config._attn_implementation = saved
+    with ref.attention_as(model, REF), torch.no_grad():
+        want = model(**step_inputs, decoder_input_ids=step["decoder_input_ids"], past_key_values=cache).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

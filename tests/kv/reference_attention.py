@@ -6,6 +6,9 @@ provides the masked side, in plain eager math, registered as its own attention i
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from transformers import AttentionInterface
 
@@ -57,3 +60,14 @@ def keep_masks_from_cache(cache, prompt_len: int) -> dict[int, torch.Tensor]:
             keep[seg, pos[pos < prompt_len]] = True
         masks[idx] = keep.view(layer.batch_size, layer.num_heads, prompt_len)
     return masks
+
+
+@contextlib.contextmanager
+def attention_as(model, name: str = NAME) -> Iterator[None]:
+    """Run `model`'s language model with the registered attention implementation `name` inside the block."""
+    config = model.config.get_text_config()
+    saved, config._attn_implementation = config._attn_implementation, name
+    try:
+        yield
+    finally:
+        config._attn_implementation = saved

@@ -129,13 +129,8 @@ def test_beam_search_equals_the_masked_full_cache(family, press):
     keep = ref.keep_masks_from_cache(cache, batch["input_ids"].shape[1])
     assert any(not bool(k.all()) for k in keep.values())
     ref.install(keep)
-    text_config = model.config.get_text_config()
-    saved = text_config._attn_implementation
-    text_config._attn_implementation = ref.NAME
-    try:
+    with ref.attention_as(model):
         want = _generate(model, batch, **kwargs)
-    finally:
-        text_config._attn_implementation = saved
     assert torch.equal(out.sequences, want.sequences)
     for a, b in zip(out.scores, want.scores):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

@@ -14,6 +14,8 @@ from omnipress.cache import RaggedLayer, generated_cache
 from omnipress.core import Listener, Method
 from omnipress.testing import tiny_batch_inputs, tiny_model
 
+from . import reference_attention as ref
+
 REF = "omnipress_test_decoding_reference"
 
 
@@ -101,12 +103,8 @@ def test_memory_stays_bounded_and_decoding_is_exact(press):
 
     AttentionInterface.register(REF, reference)
     AttentionMaskInterface.register(REF, sdpa_mask)
-    config = model.config.get_text_config()
-    saved, config._attn_implementation = config._attn_implementation, REF
-    try:
+    with ref.attention_as(model, REF):
         want = _generate(model, batch, 30)
-    finally:
-        config._attn_implementation = saved
     assert torch.equal(out.sequences, want.sequences)
     for a, b in zip(out.logits, want.logits):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

@@ -118,13 +118,8 @@ def test_decoding_equals_full_cache_with_evicted_entries_masked(family, press):
     keep = ref.keep_masks_from_cache(generated_cache(out), n_prompt)
     assert any(not bool(k.all()) for k in keep.values())
     ref.install(keep)
-    text_config = model.config.get_text_config()
-    saved = text_config._attn_implementation
-    text_config._attn_implementation = ref.NAME
-    try:
+    with ref.attention_as(model):
         want = _generate(model, inputs)
-    finally:
-        text_config._attn_implementation = saved
     assert torch.equal(out.sequences, want.sequences)
     for a, b in zip(out.logits, want.logits):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
@@ -143,10 +138,7 @@ def test_question_appended_after_compression_equals_masked_reference(family):
         positions = get_adapter(model).continuation_position_ids(n_prompt, 5)
         got = model(input_ids=question, position_ids=positions, past_key_values=cache).logits
     ref.install(ref.keep_masks_from_cache(cache, n_prompt))
-    text_config = model.config.get_text_config()
-    saved = text_config._attn_implementation
-    text_config._attn_implementation = ref.NAME
-    try:
+    with ref.attention_as(model):
         full = dict(inputs)
         full["input_ids"] = torch.cat([inputs["input_ids"], question], 1)
         full["attention_mask"] = torch.ones_like(full["input_ids"])
@@ -154,8 +146,6 @@ def test_question_appended_after_compression_equals_masked_reference(family):
             full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(question)], 1)
         with torch.no_grad():
             want = model(**full).logits[:, -5:]
-    finally:
-        text_config._attn_implementation = saved
     torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
 
 

@@ -28,13 +28,8 @@ def test_sliding_layers_keep_their_window_and_decode_exactly():
     ragged_only = type(cache)()
     ragged_only.layers = [cache.layers[0]]
     ref.install(ref.keep_masks_from_cache(ragged_only, 50))  # layer 1: transformers' own sliding mask
-    config = model.config.get_text_config()
-    saved, config._attn_implementation = config._attn_implementation, ref.NAME
-    try:
-        with torch.no_grad():
-            want = model.generate(input_ids=ids, return_dict_in_generate=True, **kwargs)
-    finally:
-        config._attn_implementation = saved
+    with ref.attention_as(model), torch.no_grad():
+        want = model.generate(input_ids=ids, return_dict_in_generate=True, **kwargs)
     assert torch.equal(out.sequences, want.sequences)
     for a, b in zip(out.logits, want.logits):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

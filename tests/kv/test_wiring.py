@@ -477,13 +477,8 @@ def test_query_free_presses_generate_like_the_masked_full_cache(family: str, mak
         want = list(range(4)) + list(range(n_prompt - 16, n_prompt))
         assert all(mask[0, h].nonzero().flatten().tolist() == want for mask in keep.values() for h in range(2))
     ref.install(keep)
-    text_config = model.config.get_text_config()
-    saved = text_config._attn_implementation
-    text_config._attn_implementation = ref.NAME
-    try:
+    with ref.attention_as(model):
         want = _generate(model, inputs)
-    finally:
-        text_config._attn_implementation = saved
     assert torch.equal(out.sequences, want.sequences)
     for a, b in zip(out.logits, want.logits):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

@@ -509,21 +509,9 @@ class RaggedLayer(CacheLayerMixin):
 
     def _relayout(self, lengths: list[int], capacities: list[int]) -> None:
         """Move every segment's entries into a fresh buffer with the given capacities."""
-        old_starts = self._starts_host
-        src = _slot_index(lengths, old_starts, self.device)
-        new_starts = [0]
-        for c in capacities:
-            new_starts.append(new_starts[-1] + c)
-        dest = _slot_index(lengths, new_starts, self.device)
-        total = new_starts[-1]
-        keys = self.keys.new_zeros(total, self.keys.shape[-1])
-        values = self.values.new_zeros(total, self.values.shape[-1])
-        positions = torch.full((total,), -1, dtype=torch.int32, device=self.device)
-        keys[dest] = self.keys[src]
-        values[dest] = self.values[src]
-        positions[dest] = self.positions[src]
-        self.keys, self.values, self.positions = keys, values, positions
-        self._set_layout(lengths, capacities)
+        src = _slot_index(lengths, self._starts_host, self.device)
+        dest = _slot_index(lengths, _cumulative(capacities), self.device)
+        self._replace(src, dest, lengths, capacities, batch_size=self.batch_size)
 
     def get_seq_length(self) -> int:
         """Logical length: every column seen, evicted ones included (decoding positions continue from here)."""
@@ -672,6 +660,7 @@ class RaggedLayer(CacheLayerMixin):
     def _replace(
         self, src: torch.Tensor, dest: torch.Tensor, lengths: list[int], caps: list[int], *, batch_size: int
     ) -> None:
+        """Copy the entries at slots `src` to slots `dest` of fresh buffers laid out by `caps`."""
         total = sum(caps)
         keys = self.keys.new_zeros(total, self.keys.shape[-1])
         values = self.values.new_zeros(total, self.values.shape[-1])
