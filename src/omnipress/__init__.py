@@ -42,6 +42,7 @@ _EXPORTS = {
     "get_adapter": "omnipress.adapters",
     "generate": "omnipress.generation",
     "read_video": "omnipress.media",
+    "TruncatedMediaWarning": "omnipress.media",
     "read_audio": "omnipress.media",
 }
 
@@ -63,6 +64,7 @@ __all__ = [
     "Span",
     "SparseMM",
     "StreamingLLM",
+    "TruncatedMediaWarning",
     "capture_prefill",
     "compose",
     "compress_captured",
@@ -91,7 +93,7 @@ if TYPE_CHECKING:
         StreamingLLM,
     )
     from .kv.session import capture_prefill, compress_captured
-    from .media import read_audio, read_video
+    from .media import TruncatedMediaWarning, read_audio, read_video
     from .profiles import HeadProfile
     from .spans import ModalitySpans, Span
 

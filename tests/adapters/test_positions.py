@@ -55,7 +55,7 @@ def test_mrope_matches_the_model_after_a_plain_prefill(family):
         seen, handle = _record_positions(adapter.language_model)
         nxt = out.logits[:, -1:].argmax(-1)
         nxt2 = torch.cat([nxt, nxt], dim=1)
-        model(input_ids=nxt2, past_key_values=out.past_key_values, use_cache=True)
+        model(input_ids=nxt2, cache=out.past_key_values, use_cache=True)
         handle.remove()
     ours = adapter.continuation_position_ids(inputs["input_ids"].shape[1], 2)
     assert seen[0].shape == (3, 1, 2)

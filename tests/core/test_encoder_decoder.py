@@ -29,7 +29,7 @@ def test_ragged_cross_attention_decodes_like_the_full_cache_with_the_rest_hidden
     inputs = tiny_inputs("whisper", model)
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     with torch.no_grad():
-        model(**inputs, past_key_values=cache, use_cache=True)
+        model(**inputs, cache=cache, use_cache=True)
     cross = cache.cross_attention_cache
     keys = [layer.keys.clone() for layer in cross.layers]
     values = [layer.values.clone() for layer in cross.layers]
@@ -40,13 +40,13 @@ def test_ragged_cross_attention_decodes_like_the_full_cache_with_the_rest_hidden
 
     ragged = EncoderDecoderCache(DynamicCache(), DynamicCache())
     with torch.no_grad():
-        model(**inputs, past_key_values=ragged, use_cache=True)
+        model(**inputs, cache=ragged, use_cache=True)
     for idx in range(len(keys)):
         ragged.cross_attention_cache.layers[idx] = RaggedLayer.from_dense(keys[idx], values[idx], keeps[idx])
     assert cache_kept_bytes(ragged) < cache_kv_bytes(cache)
     with torch.no_grad(), AttentionRecorder()(model):
         assert ModelSession.active_on(model).adapter.cross_attention_modules
-        got = model(**step_inputs, decoder_input_ids=step["decoder_input_ids"], past_key_values=ragged).logits
+        got = model(**step_inputs, decoder_input_ids=step["decoder_input_ids"], cache=ragged).logits
 
     def reference(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         logits = (query @ key.transpose(-1, -2)) * scaling  # (batch, heads, q, kv)
@@ -67,7 +67,7 @@ def test_ragged_cross_attention_decodes_like_the_full_cache_with_the_rest_hidden
     AttentionInterface.register(REF, reference)
     AttentionMaskInterface.register(REF, eager_mask)  # the decoder's causal mask over the new tokens
     with ref.attention_as(model, REF), torch.no_grad():
-        want = model(**step_inputs, decoder_input_ids=step["decoder_input_ids"], past_key_values=cache).logits
+        want = model(**step_inputs, decoder_input_ids=step["decoder_input_ids"], cache=cache).logits
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_beam_reorder_moves_ragged_cross_layers_with_their_rows():
     inputs = {k: v.repeat(3, *[1] * (v.dim() - 1)) for k, v in inputs.items()}  # three identical beams
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     with torch.no_grad():
-        model(**inputs, past_key_values=cache, use_cache=True)
+        model(**inputs, cache=cache, use_cache=True)
     layer = cache.cross_attention_cache.layers[0]
     bsz, heads, n, _ = layer.keys.shape
     keep = _keep(1, heads, n) * bsz  # the beams of one prompt share one selection

@@ -171,7 +171,7 @@ def test_a_ragged_cache_only_decodes_inside_a_context_and_rebinds_to_a_new_one()
     step = {"input_ids": torch.tensor([[7]]), "position_ids": torch.tensor([[40]])}
     with torch.no_grad():
         with press(model):
-            model(input_ids=ids, past_key_values=cache, use_cache=True)
+            model(input_ids=ids, cache=cache, use_cache=True)
         assert isinstance(cache.layers[0], RaggedLayer)
         saved = [
             RaggedLayer.from_packed(
@@ -186,11 +186,11 @@ def test_a_ragged_cache_only_decodes_inside_a_context_and_rebinds_to_a_new_one()
             for layer in cache.layers
         ]
         with pytest.raises(RuntimeError, match="omnipress context"):
-            model(**step, past_key_values=cache)
+            model(**step, cache=cache)
         with AttentionRecorder()(model):  # any omnipress context can decode it
-            got = model(**step, past_key_values=cache).logits
+            got = model(**step, cache=cache).logits
         copy = DynamicCache(config=model.config)
         copy.layers[:] = saved
         with press(model):
-            want = model(**step, past_key_values=copy).logits
+            want = model(**step, cache=copy).logits
     assert torch.equal(got, want)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+import socket
 import time
 
 import numpy as np
@@ -138,10 +140,32 @@ def test_missing_required_key_and_bad_settings(monkeypatch):
         OpenAIChatBackend("http://127.0.0.1:1/v1", "m", headers={"Authorization": "Bearer x"})
 
 
-def test_unreachable_server_is_an_error_not_a_crash(prompt):
-    backend = OpenAIChatBackend("http://127.0.0.1:9/v1", "m", max_attempts=2, wait_5xx=0.01, jitter=0.0)
-    answer = backend.generate(prompt)
-    assert not answer.ok and "connection error" in answer.error and answer.attempts == 2
+def closed_port() -> int:
+    """A local port nothing listens on: bound, then closed (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_refused_connection_before_any_answer_stops_at_once(prompt):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    for concurrency in (1, 3):  # the default backoff would wait 5 + 10 s per query
+        with OpenAIChatBackend(url, "m", concurrency=concurrency, api_key_env=None) as backend:
+            start = time.perf_counter()
+            with pytest.raises(BackendFatalError, match=rf"cannot connect to {re.escape(url)}/chat/completions"):
+                list(backend.map((i, prompt) for i in range(30)))
+            assert time.perf_counter() - start < 2.0
+
+
+def test_a_refused_connection_after_the_server_answered_keeps_the_backoff(prompt):
+    with ChatServer() as server:
+        backend = _backend(server, wait_5xx=0.1, backoff=2.0)
+        assert backend.generate(prompt).ok
+    with backend:  # the server has gone away mid-run (its port is closed): a transient failure
+        start = time.perf_counter()
+        answer = backend.generate(prompt)
+        assert not answer.ok and answer.attempts == 3 and "connection error" in answer.error
+        assert time.perf_counter() - start >= 0.1 + 0.2  # waits 0.1 then 0.2 s, as after a 5xx
 
 
 def test_map_runs_requests_concurrently_and_yields_every_answer(prompt):

@@ -39,14 +39,14 @@ def test_decode_steps_of_a_compressed_model_do_not_sync():
     cache = DynamicCache(config=model.config)
     press = op.AdaKV(budget=64, window=8)
     with torch.no_grad(), press(model):
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids, cache=cache, use_cache=True)
         token = out.logits[:, -1:].argmax(-1)
         position = torch.full((2, 1), 300, device="cuda")
-        model(input_ids=token, position_ids=position, past_key_values=cache)  # warm-up: builds cached metadata
+        model(input_ids=token, position_ids=position, cache=cache)  # warm-up: builds cached metadata
         torch.cuda.set_sync_debug_mode("error")
         try:
             for step in range(4):
-                logits = model(input_ids=token, position_ids=position + 1 + step, past_key_values=cache).logits
+                logits = model(input_ids=token, position_ids=position + 1 + step, cache=cache).logits
                 token = logits[:, -1:].argmax(-1)
         finally:
             torch.cuda.set_sync_debug_mode("default")

@@ -51,14 +51,22 @@ def test_keep_everything_is_bit_identical(family_model):
         assert torch.equal(out.sequences, base.sequences), family
         for a, b in zip(out.logits, base.logits):
             assert torch.equal(a, b), family
-        assert not press.report.compressed and "nothing to compress" in press.report.note
+        report = press.report
+        assert not report.compressed and "nothing to compress" in report.note
+        # a press that keeps everything reports the real counts: N -> N, 100% of every modality
+        n, heads = inputs["input_ids"].shape[1], model.config.get_text_config().num_key_value_heads
+        layers = len(get_adapter(model).decoder_layers)
+        assert report.tokens_before == report.tokens_after == n * heads * layers
+        assert report.kv_bytes_after == report.kv_bytes_before > 0 and report.logical_ratio == 0.0
+        assert all(report.kept_fraction(m) == 1.0 for m in report.modality_tokens)
+        assert f"KV entries  {n * heads * layers:>9} -> {n * heads * layers}, removed 0.0%" in str(report)
 
 
 def test_packed_cache_that_keeps_everything_decodes_bit_identically(family_model):
     family, model, inputs = family_model
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
-        first = model(**inputs, past_key_values=cache, use_cache=True)
+        first = model(**inputs, cache=cache, use_cache=True)
     full = DynamicCache(config=model.config.get_text_config())
     packed = DynamicCache(config=model.config.get_text_config())
     for idx, layer in enumerate(cache.layers):
@@ -68,9 +76,9 @@ def test_packed_cache_that_keeps_everything_decodes_bit_identically(family_model
     positions = get_adapter(model).continuation_position_ids(inputs["input_ids"].shape[1], 1)
     step = {"input_ids": nxt, "position_ids": positions}
     with torch.no_grad():
-        want = model(**step, past_key_values=full).logits
+        want = model(**step, cache=full).logits
         with op.SnapKV(budget=8, window=4)(model):
-            got = model(**step, past_key_values=packed).logits
+            got = model(**step, cache=packed).logits
     assert torch.equal(got, want), family
 
 
@@ -134,9 +142,9 @@ def test_question_appended_after_compression_equals_masked_reference(family):
     press = op.MixKV(op.AdaKV(budget=24, window=4))
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad(), press(model):
-        model(**inputs, past_key_values=cache, use_cache=True)
+        model(**inputs, cache=cache, use_cache=True)
         positions = get_adapter(model).continuation_position_ids(n_prompt, 5)
-        got = model(input_ids=question, position_ids=positions, past_key_values=cache).logits
+        got = model(input_ids=question, position_ids=positions, cache=cache).logits
     ref.install(ref.keep_masks_from_cache(cache, n_prompt))
     with ref.attention_as(model):
         full = dict(inputs)
@@ -157,7 +165,7 @@ def test_headwise_budgets_free_real_memory():
     press = op.AdaKV(budget=24, window=4)
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad(), press(model):
-        model(**inputs, past_key_values=cache, use_cache=True)
+        model(**inputs, cache=cache, use_cache=True)
     kept = sum(sum(layer.kept_per_head) for layer in cache.layers)
     assert len({k for layer in cache.layers for k in layer.kept_per_head}) > 1  # really ragged
     assert cache_kept_bytes(cache) == kept * _entry_bytes(cache) == press.report.kv_bytes_kept
@@ -193,7 +201,7 @@ def test_captured_compression_equals_in_forward_compression():
         cache, _ = compress_captured(press, capture)
         live = DynamicCache(config=model.config.get_text_config())
         with torch.no_grad(), press(model):
-            model(**inputs, past_key_values=live, use_cache=True)
+            model(**inputs, cache=live, use_cache=True)
         for a, b in zip(cache.layers, live.layers):
             assert torch.equal(a.positions, b.positions) and torch.equal(a.keys, b.keys)
 
@@ -374,3 +382,24 @@ def test_video_scope_on_qwen2_vl_frames():
     report = press.report
     assert report.kept_fraction("image") == 1.0 and report.kept_fraction("text") == 1.0
     assert 0 < report.kept_fraction("video") < 1.0
+
+
+def test_use_cache_false_is_a_clear_error():
+    model = tiny_model("llama")
+    ids = torch.randint(5, 200, (1, 40))
+    with pytest.raises(ValueError, match="use_cache=False"), op.SnapKV(budget=8, window=4)(model):
+        model.generate(input_ids=ids, max_new_tokens=2, use_cache=False)
+
+
+def test_meta_device_models_and_float_ids_are_refused_at_entry():
+    from transformers import LlamaForCausalLM
+
+    from omnipress.testing import tiny_config
+
+    with torch.device("meta"):
+        meta = LlamaForCausalLM(tiny_config("llama"))
+    with pytest.raises(ValueError, match="meta device"), op.SnapKV(budget=8, window=4)(meta):
+        pass
+    model = tiny_model("llama")
+    with pytest.raises(TypeError, match="integer token ids"), op.SnapKV(budget=8, window=4)(model):
+        model(input_ids=torch.rand(1, 12) * 100)

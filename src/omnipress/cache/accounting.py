@@ -43,6 +43,10 @@ def cache_kept_bytes(cache: Any) -> int:
 
 
 def generated_cache(output: Any) -> Any:
-    """The cache of a `generate(..., return_dict_in_generate=True)` output (`past_key_values`, or `cache` in 5.24+)."""
-    cache = getattr(output, "past_key_values", None)
-    return cache if cache is not None else getattr(output, "cache", None)
+    """The cache of a `generate(..., return_dict_in_generate=True)` output (`cache`; `past_key_values` before
+    transformers 5.24), read without touching the deprecated name."""
+    if isinstance(output, dict) or hasattr(output, "keys"):
+        for name in ("cache", "past_key_values"):
+            if name in output:
+                return output[name]
+    return getattr(output, "cache", None)

@@ -104,6 +104,12 @@ class ModelSession:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.adapter = get_adapter(model)  # raises UnsupportedModelError for other models
+        weight = next(self.adapter.language_model.parameters(), None)
+        if weight is not None and weight.device.type == "meta":
+            raise ValueError(
+                f"{type(model).__name__}'s weights are on the meta device (created without data, e.g. under "
+                "init_empty_weights or device_map='meta'): load the real weights before applying omnipress"
+            )
         self.methods: list[Method] = []
         self.listeners: list[Listener] = []
         self._by_method: dict[int, Listener] = {}
@@ -242,11 +248,13 @@ class ModelSession:
     # -- hooks ---------------------------------------------------------------------------------------------------
     def _record_inputs(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
+        _check_token_ids(ids)
         self.inputs = {"input_ids": ids, **{k: v for k, v in kwargs.items() if k != "input_ids"}}
 
     def _before_lm(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         embeds = kwargs.get("inputs_embeds")
         input_ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
+        _check_token_ids(input_ids)
         ref = embeds if embeds is not None else input_ids
         cache = kwargs.get("past_key_values")
         if cache is None:
@@ -348,6 +356,11 @@ class ModelSession:
     def route_of(self, module: nn.Module) -> tuple[str, int] | None:
         """`("self" | "cross", layer_idx)` for a routed attention module."""
         return self._routes.get(module)
+
+
+def _check_token_ids(ids: Any) -> None:
+    if isinstance(ids, torch.Tensor) and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
+        raise TypeError(f"input_ids must be integer token ids (torch.long), got a {ids.dtype} tensor")
 
 
 def iter_cache_layers(cache: Any) -> list[Any]:

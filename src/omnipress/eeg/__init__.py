@@ -5,8 +5,9 @@ Detection", arXiv:2601.17844 (2026). EEG windows are drawn as stacked-waveform i
 banana and a VLM is asked SEIZURE / NON-SEIZURE with two same-patient background and two cross-patient seizure
 examples chosen by retrieval.
 
-Data side: `read_recording` (EDF/BDF via MNE) -> `bipolar_montage` -> `preprocess` -> `make_windows`, or all of
-it for a cohort with `prepare`; annotation readers in `omnipress.eeg.annotations`; a synthetic cohort with
+Data side: `read_recording` (EDF/BDF via MNE; a file shorter than its header declares raises
+`TruncatedRecordingError` unless ``allow_truncated=True``) -> `bipolar_montage` -> `preprocess` -> `make_windows`, or
+all of it for a cohort with `prepare`; annotation readers in `omnipress.eeg.annotations`; a synthetic cohort with
 `write_cohort`; `signal_features` and the `leave_one_patient_out` classical baselines. Model side (rendering,
 embeddings, retrieval, prompts, backends, runs, scoring) lives in the sibling modules of this package.
 
@@ -23,6 +24,9 @@ _LAZY: dict[str, str] = {
     # io
     "Recording": "io",
     "read_recording": "io",
+    "Truncation": "io",
+    "TruncatedRecordingError": "io",
+    "TruncatedRecordingWarning": "io",
     # annotations
     "SeizureTable": "annotations",
     "load_annotations": "annotations",

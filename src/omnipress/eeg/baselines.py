@@ -2,7 +2,7 @@
 evaluated leave-one-patient-out (LOPO).
 
 Every window is predicted by a model fitted on the windows of all *other* patients, matching RAICL's cross-patient
-use of seizure examples (spec §3, §5). The score reported by RAICL is the per-patient balanced accuracy (mean of
+use of seizure examples. The score reported by RAICL is the per-patient balanced accuracy (mean of
 sensitivity and specificity), macro-averaged over patients (`BaselineResult.macro_bca`).
 """
 
@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from omnipress.eeg.features import signal_features
+from omnipress.eeg.progress import progress_bar
 from omnipress.eeg.windows import WindowSet
+from omnipress.extras import require
 
 MODELS = ("logreg", "gboost")
 
@@ -101,11 +103,12 @@ def make_model(model: str | Any, seed: int = 0) -> Any:
     """A fresh scikit-learn classifier: ``"logreg"`` (standardised, class-balanced logistic regression),
     ``"gboost"`` (histogram gradient boosting, unweighted: `leave_one_patient_out` balances its probabilities with
     `balance_prior`, because sample weights make scikit-learn's binning ~10x slower), or a clone of an estimator."""
-    from sklearn.base import clone
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    purpose = "the classical baselines"
+    clone = require("sklearn.base", extra="eeg", purpose=purpose).clone
+    HistGradientBoostingClassifier = require("sklearn.ensemble", purpose=purpose).HistGradientBoostingClassifier
+    LogisticRegression = require("sklearn.linear_model", purpose=purpose).LogisticRegression
+    make_pipeline = require("sklearn.pipeline", purpose=purpose).make_pipeline
+    StandardScaler = require("sklearn.preprocessing", purpose=purpose).StandardScaler
 
     if not isinstance(model, str):
         return clone(model)
@@ -182,12 +185,8 @@ def leave_one_patient_out(
         raise ValueError(f"leave-one-patient-out needs at least 2 patients, got {patients}")
     probability = np.full(len(windows), np.nan, dtype=np.float32)
     folds: list[LopoFold] = []
-    iterator: Any = patients
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(patients, desc=f"LOPO {model if isinstance(model, str) else type(model).__name__}")
-    for held_out in iterator:
+    label = model if isinstance(model, str) else type(model).__name__
+    for held_out in progress_bar(patients, enabled=progress, desc=f"LOPO {label}", unit="patient"):
         test = np.flatnonzero(windows.patient == held_out)
         train = np.flatnonzero(windows.patient != held_out)
         y_train = windows.label[train]

@@ -1,17 +1,8 @@
-"""``omnipress eeg ...``: the RAICL pipeline from the command line.
+"""``omnipress eeg ...``: the RAICL pipeline from the command line (`EXAMPLES` lists the stages).
 
-::
-
-    omnipress eeg synth   --out cohort --patients 20 --seed 0           # synthetic EDF+ cohort
-    omnipress eeg prepare cohort --out windows                           # EDF -> 4 s bipolar windows
-    omnipress eeg render  --windows windows --out images --workers 2     # stacked-waveform PNGs
-    omnipress eeg index   --windows windows --out index --embedder features
-    omnipress eeg knn     --windows windows --index index --out runs/knn   # retrieval-only baseline
-    omnipress eeg run     --windows windows --index index --images images --out runs/raicl \\
-                          --backend http --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
-    omnipress eeg score   runs/raicl --plots runs/raicl/plots
-
-Every stage shows a progress bar (``--quiet`` hides it) and can be rerun: finished work is skipped.
+Every stage shows a progress bar (``--quiet`` hides it) and can be rerun: finished work is skipped. A user error
+(a missing file, a bad value, a server that is not there, a missing extra) prints one line starting with ``error:``
+and exits with 1 (``--debug`` also prints the traceback); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -19,9 +10,54 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
+import warnings
 from pathlib import Path
+from typing import Any, NoReturn
+
+from omnipress.eeg.backends.base import BackendFatalError
+from omnipress.eeg.windows import RULES
+from omnipress.extras import MissingExtraError
 
 EMBEDDER_HELP = "'features' (no weights) or 'clip:<local folder or hub id>' (transformers CLIPModel)"
+EXAMPLES = """\
+examples:
+  omnipress eeg synth   --out cohort --patients 20 --seed 0            # synthetic EDF+ cohort
+  omnipress eeg prepare cohort --out windows                            # EDF -> 4 s bipolar windows
+  omnipress eeg render  --windows windows --out images --workers 2      # stacked-waveform PNGs
+  omnipress eeg index   --windows windows --out index --embedder features
+  omnipress eeg knn     --windows windows --index index --out runs/knn  # retrieval-only baseline
+  omnipress eeg run     --windows windows --index index --images images --out runs/raicl \\
+                        --base-url http://127.0.0.1:8000/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
+  omnipress eeg score   runs/raicl --plots runs/raicl/plots
+
+Every stage shows a progress bar (--quiet hides it) and can be rerun: finished work is skipped.
+"""
+#: errors caused by what the user asked for: one line, exit code 1 (other exceptions are bugs: traceback)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MissingExtraError, BackendFatalError)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and shows every option's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        unset = default is None or default is False or default == argparse.SUPPRESS
+        if unset or "default" in text or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like the other errors of ``omnipress eeg``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
 
 def add_subparsers(subparsers: argparse._SubParsersAction) -> None:
@@ -39,20 +75,24 @@ def add_subparsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_parser(prog: str = "omnipress eeg") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``omnipress eeg`` parser: one subcommand per pipeline stage."""
+    parser = _Parser(
         prog=prog,
         description="RAICL EEG seizure detection: EEG windows drawn as images, classified by a VLM with retrieved "
         "examples.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("::", 1)[1],
+        epilog=EXAMPLES,
     )
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="eeg_command", required=True, metavar="command")
     add_subparsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``omnipress eeg``; returns the exit code (0 ok, 1 error, 130 interrupted)."""
+    """Entry point of ``omnipress eeg``; returns the exit code (0 ok, 1 error, 130 interrupted).
+
+    Usage errors exit through `SystemExit` with code 2, as argparse does.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -60,13 +100,43 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error")
+
+
+def _number(kind: type, low: float, strict: bool):
+    """An argparse type: a `kind` number above `low` (``strict``) or at least `low`."""
+    bound = f"> {low:g}" if strict else f">= {low:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, 0, strict=True)
+POSITIVE = _number(float, 0.0, strict=True)
+NON_NEGATIVE = _number(float, 0.0, strict=False)
 
 
 def _queries(p: argparse.ArgumentParser) -> None:
@@ -76,11 +146,11 @@ def _queries(p: argparse.ArgumentParser) -> None:
         choices=("every", "all_seizures", "all"),
         default="every",
         help="every: rows that are multiples of --every (NICU); all_seizures: + all seizure windows (CHSZ); "
-        "all: every window (default: every)",
+        "all: every window",
     )
-    g.add_argument("--every", type=int, default=10, help="subsampling step (default 10)")
+    g.add_argument("--every", type=POSITIVE_INT, default=10, help="subsampling step")
     g.add_argument("--patients", nargs="+", default=None, help="only these patients")
-    g.add_argument("--limit", type=int, default=None, help="at most this many queries (smoke tests)")
+    g.add_argument("--limit", type=POSITIVE_INT, default=None, help="at most this many queries (smoke tests)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,19 +159,15 @@ def _queries(p: argparse.ArgumentParser) -> None:
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write a synthetic EDF+ cohort with seizure annotations")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--patients", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--minutes", type=float, default=10.0, help="recorded minutes per patient (default 10)")
-    p.add_argument("--recordings", type=int, default=2, help="files per patient (default 2)")
+    p.add_argument("--patients", type=POSITIVE_INT, default=20, help="number of patients")
+    p.add_argument("--seed", type=int, default=0, help="random seed (patient i depends only on the seed and i)")
+    p.add_argument("--minutes", type=POSITIVE, default=10.0, help="recorded minutes per patient")
+    p.add_argument("--recordings", type=POSITIVE_INT, default=2, help="files per patient")
     p.add_argument(
-        "--seizures",
-        type=int,
-        nargs=2,
-        default=(2, 4),
-        metavar=("MIN", "MAX"),
-        help="seizures per patient (default 2 4)",
+        "--seizures", type=POSITIVE_INT, nargs=2, default=(2, 4), metavar=("MIN", "MAX"), help="seizures per patient"
     )
-    p.add_argument("--seizure-gain", type=float, default=1.0, help="seizure amplitude factor (lower = harder)")
+    p.add_argument("--seizure-gain", type=POSITIVE, default=1.0, help="seizure amplitude factor (lower = harder)")
+    p.add_argument("--overwrite", action="store_true", help="write every file again, even those already there")
     _common(p)
     p.set_defaults(func=_cmd_synth)
 
@@ -109,6 +175,7 @@ def _add_synth(sub) -> None:
 def _cmd_synth(args) -> int:
     from omnipress.eeg.synth import write_cohort
 
+    before = {f: f.stat().st_mtime_ns for f in args.out.glob("*.edf")} if args.out.is_dir() else {}
     paths = write_cohort(
         args.out,
         patients=args.patients,
@@ -117,8 +184,15 @@ def _cmd_synth(args) -> int:
         recordings_per_patient=args.recordings,
         seizures_per_patient=tuple(args.seizures),
         seizure_gain=args.seizure_gain,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
-    print(f"wrote {len(paths)} recordings to {args.out}")
+    kept = sum(before.get(f) == f.stat().st_mtime_ns for f in paths)
+    if kept == len(paths):
+        print(f"{len(paths)} recordings in {args.out} are up to date (--overwrite to write them again)")
+    else:
+        already = f" ({kept} already there)" if kept else ""
+        print(f"wrote {len(paths) - kept} recordings to {args.out}{already}")
     return 0
 
 
@@ -127,32 +201,63 @@ def _add_prepare(sub) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="recording files or folders")
     p.add_argument("--out", required=True, type=Path, help="WindowSet folder")
     p.add_argument("--annotations", type=Path, default=None, help="seizure annotation file (CHB-MIT, TUSZ, CSV, ...)")
-    p.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4)")
-    p.add_argument("--stride", type=float, default=None, help="seconds between windows (default: the window length)")
-    p.add_argument("--rule", default=None, help="labelling rule for windows straddling a seizure boundary")
-    p.add_argument("--sfreq", type=float, default=None, help="resample to this rate (default 256 Hz)")
+    p.add_argument("--window", type=POSITIVE, default=4.0, help="window length in seconds")
+    p.add_argument("--stride", type=POSITIVE, default=None, help="seconds between windows (default: the window length)")
     p.add_argument(
-        "--band", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="band-pass in Hz (default 0.5 40)"
+        "--rule",
+        choices=RULES,
+        default="any",
+        help="labelling rule for windows straddling a seizure boundary",
     )
-    p.add_argument("--notch", type=float, default=None, help="notch frequency in Hz")
+    p.add_argument("--sfreq", type=POSITIVE, default=256.0, help="resample to this rate in Hz")
+    p.add_argument(
+        "--band", type=POSITIVE, nargs=2, default=(0.5, 40.0), metavar=("LOW", "HIGH"), help="band-pass in Hz"
+    )
+    p.add_argument("--notch", type=POSITIVE, default=None, help="notch frequency in Hz (default: none)")
+    p.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="keep a file shorter than its header declares (with a warning) instead of listing it in failures.csv",
+    )
+    p.add_argument("--overwrite", action="store_true", help="prepare every file again, even those done before")
     _common(p)
     p.set_defaults(func=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
+    from omnipress.eeg.io import TruncatedRecordingWarning
     from omnipress.eeg.prepare import prepare
 
-    kwargs = {"annotations": args.annotations, "window": args.window, "stride": args.stride, "progress": not args.quiet}
-    for name in ("rule", "sfreq", "notch"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
-    if args.band is not None:
-        kwargs["band"] = tuple(args.band)
     inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    result = prepare(inputs, args.out, **kwargs)
-    print(f"{result.windows!r} -> {args.out}")
-    for failure in getattr(result, "failures", None) or []:
-        print(f"skipped: {failure}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedRecordingWarning)  # printed below, one line per file
+        result = prepare(
+            inputs,
+            args.out,
+            annotations=args.annotations,
+            window=args.window,
+            stride=args.stride,
+            rule=args.rule,
+            sfreq=args.sfreq,
+            band=tuple(args.band),
+            notch=args.notch,
+            allow_truncated=args.allow_truncated,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    reused = len(result.reused)
+    if reused == len(result.recordings) + len(result.failures):
+        print(f"{result.windows!r} in {args.out} is up to date (--overwrite to prepare it again)")
+    else:
+        note = f" ({reused} recordings reused from the earlier run)" if reused else ""
+        print(f"{result.windows!r} -> {args.out}{note}")
+    for truncation in result.truncated:
+        if truncation.kept:
+            print(f"warning: {truncation.message()}", file=sys.stderr)
+    for _, message in result.failures:
+        print(f"skipped: {message}", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.failures)} files skipped, listed in {args.out / 'failures.csv'}", file=sys.stderr)
     return 0
 
 
@@ -161,19 +266,19 @@ def _cmd_prepare(args) -> int:
 # --------------------------------------------------------------------------------------------------
 def _add_render(sub) -> None:
     p = sub.add_parser("render", help="draw windows as stacked-waveform PNGs (vision: retrieval, vlm: the VLM)")
-    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--windows", required=True, type=Path, help="WindowSet folder (from prepare)")
     p.add_argument("--out", required=True, type=Path, help="image folder")
-    p.add_argument("--kinds", default="vision,vlm", help="comma-separated: vision, vlm (default both)")
+    p.add_argument("--kinds", default="vision,vlm", help="comma-separated: vision, vlm")
     p.add_argument(
         "--scaling",
         choices=("robust", "fixed"),
         default="robust",
         help="robust: RAICL per-window per-channel 1-99%% scaling; fixed: clinical µV per channel spacing",
     )
-    p.add_argument("--uv-per-spacing", type=float, default=200.0, help="µV per channel spacing for --scaling fixed")
-    p.add_argument("--vision-size", type=int, default=None, help="vision image side in px (default 512)")
-    p.add_argument("--vlm-size", type=int, default=None, help="vlm image side in px (default 1024)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--uv-per-spacing", type=POSITIVE, default=200.0, help="µV per channel spacing for --scaling fixed")
+    p.add_argument("--vision-size", type=POSITIVE_INT, default=None, help="vision image side in px (default: 512)")
+    p.add_argument("--vlm-size", type=POSITIVE_INT, default=None, help="vlm image side in px (default: 1024)")
+    p.add_argument("--workers", type=POSITIVE_INT, default=None, help="processes (default: all cores)")
     p.add_argument("--only-queries", action="store_true", help="render only the query windows (see the query options)")
     p.add_argument("--overwrite", action="store_true", help="re-render existing images / allow a new config")
     p.add_argument("--previews", action="store_true", help="also write the CLIP view and a JPEG-50 copy of window 0")
@@ -219,7 +324,7 @@ def _cmd_render(args) -> int:
 
 def _add_index(sub) -> None:
     p = sub.add_parser("index", help="embed every window for retrieval and save the index")
-    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--windows", required=True, type=Path, help="WindowSet folder (from prepare)")
     p.add_argument("--out", required=True, type=Path, help="index folder")
     p.add_argument("--embedder", default="features", help=EMBEDDER_HELP)
     p.add_argument(
@@ -229,7 +334,7 @@ def _add_index(sub) -> None:
         help="rendered image folder to reuse for image embedders (default: render in memory)",
     )
     p.add_argument("--device", default="cpu", help="torch device for image embedders")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing index")
     _common(p)
     p.set_defaults(func=_cmd_index)
@@ -271,18 +376,28 @@ def _cmd_index(args) -> int:
 # --------------------------------------------------------------------------------------------------
 def _add_knn(sub) -> None:
     p = sub.add_parser("knn", help="retrieval-only k-NN vote baseline on the same queries (no VLM)")
-    p.add_argument("--windows", required=True, type=Path)
-    p.add_argument("--index", required=True, type=Path)
+    p.add_argument("--windows", required=True, type=Path, help="WindowSet folder (from prepare)")
+    p.add_argument("--index", required=True, type=Path, help="embedding index folder (from index)")
     p.add_argument("--out", required=True, type=Path, help="run folder (results.jsonl)")
-    p.add_argument("--k", type=int, default=5, help="neighbours per vote (default 5)")
+    p.add_argument("--k", type=POSITIVE_INT, default=5, help="neighbours per vote")
     p.add_argument(
         "--pool",
         choices=("raicl", "loso"),
         default="raicl",
         help="raicl: other patients + the patient's own past background; loso: other patients only",
     )
-    p.add_argument("--weighting", choices=("balanced", "uniform"), default="balanced")
-    p.add_argument("--guard", type=float, default=0.0, help="seconds around the query excluded (overlapping windows)")
+    p.add_argument(
+        "--weighting",
+        choices=("balanced", "uniform"),
+        default="balanced",
+        help="balanced: each vote divided by its class's size in the pool; uniform: plain majority",
+    )
+    p.add_argument(
+        "--guard",
+        type=NON_NEGATIVE,
+        default=0.0,
+        help="seconds around the query also excluded (overlapping windows always are)",
+    )
     _queries(p)
     _common(p)
     p.set_defaults(func=_cmd_knn)
@@ -299,7 +414,16 @@ def _cmd_knn(args) -> int:
     index = EmbeddingIndex.load(args.index)
     queries = select_queries(windows.label, args.queries, args.every, windows.patient, args.patients)
     queries = queries[: args.limit] if args.limit is not None else queries
-    rows = knn_rows(windows, index, queries, k=args.k, pool=args.pool, weighting=args.weighting, guard=args.guard)
+    rows = knn_rows(
+        windows,
+        index,
+        queries,
+        k=args.k,
+        pool=args.pool,
+        weighting=args.weighting,
+        guard=args.guard,
+        progress=not args.quiet,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / RESULTS).open("w") as f:
         for row in rows:
@@ -325,50 +449,70 @@ def _cmd_knn(args) -> int:
 
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="ask a VLM about every query window (resumable, streamed to results.jsonl)")
-    p.add_argument("--windows", required=True, type=Path)
+    p.add_argument("--windows", required=True, type=Path, help="WindowSet folder (from prepare)")
     p.add_argument("--images", required=True, type=Path, help="image folder (missing images are rendered)")
     p.add_argument("--index", type=Path, default=None, help="embedding index (needed with references)")
     p.add_argument("--out", required=True, type=Path, help="run folder; rerun the same command to resume")
     p.add_argument("--force", action="store_true", help="resume even if the settings differ from run.json")
     g = p.add_argument_group("prompt and retrieval")
-    g.add_argument("--variant", choices=("base", "reasoning", "reasoning_random", "raicl"), default="raicl")
-    g.add_argument("--k", type=int, default=2, help="reference images per class (default 2)")
-    g.add_argument("--seizure-mode", choices=("nearest", "representative", "random"), default="nearest")
-    g.add_argument("--background-mode", choices=("representative", "random"), default="representative")
+    g.add_argument(
+        "--variant", choices=("base", "reasoning", "reasoning_random", "raicl"), default="raicl", help="prompt variant"
+    )
+    g.add_argument("--k", type=POSITIVE_INT, default=2, help="reference images per class")
+    g.add_argument(
+        "--seizure-mode",
+        choices=("nearest", "representative", "random"),
+        default="nearest",
+        help="how the other patients' seizure references are chosen",
+    )
+    g.add_argument(
+        "--background-mode",
+        choices=("representative", "random"),
+        default="representative",
+        help="how the patient's own non-seizure references are chosen",
+    )
     g.add_argument(
         "--order",
         choices=("paper", "patient_first"),
         default="paper",
         help="reference order; patient_first lets the local backend reuse a patient's prefix",
     )
-    g.add_argument("--guard", type=float, default=0.0, help="seconds around the query excluded from references")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--guard", type=NON_NEGATIVE, default=0.0, help="seconds around the query excluded from references")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random reference modes")
     g.add_argument("--template", type=Path, default=None, help="custom template file ([[TEST_IMAGE]], [[REFERENCES]])")
     g.add_argument("--require-last-line", action="store_true", help="accept the decision on the last line only")
     _queries(p)
     b = p.add_argument_group("backend")
-    b.add_argument("--backend", choices=("http", "local"), default="http")
+    b.add_argument(
+        "--backend", choices=("http", "local"), default="http", help="OpenAI-compatible server or in-process model"
+    )
     b.add_argument(
         "--model",
         required=True,
         help="http: model name on the server; local: folder / hub id, or 'tiny:qwen2_vl' (random weights)",
     )
-    b.add_argument("--max-tokens", type=int, default=2048, help="answer length limit (default 2048)")
-    b.add_argument("--temperature", type=float, default=0.0)
+    b.add_argument("--max-tokens", type=POSITIVE_INT, default=2048, help="answer length limit")
+    b.add_argument("--temperature", type=NON_NEGATIVE, default=0.0, help="sampling temperature")
     b.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="http: API root")
     b.add_argument("--api-key-env", default="OPENAI_API_KEY", help="http: environment variable holding the key")
-    b.add_argument("--concurrency", type=int, default=1, help="http: requests in flight")
-    b.add_argument("--timeout", type=float, default=180.0, help="http: seconds per request")
-    b.add_argument("--max-attempts", type=int, default=3, help="http: attempts per query")
-    b.add_argument("--wait-429", type=float, default=15.0, help="http: first wait after HTTP 429 (s)")
-    b.add_argument("--wait-5xx", type=float, default=5.0, help="http: first wait after HTTP 5xx or a timeout (s)")
+    b.add_argument("--concurrency", type=POSITIVE_INT, default=1, help="http: requests in flight")
+    b.add_argument("--timeout", type=POSITIVE, default=180.0, help="http: seconds per request")
+    b.add_argument("--max-attempts", type=POSITIVE_INT, default=3, help="http: attempts per query")
+    b.add_argument("--wait-429", type=NON_NEGATIVE, default=15.0, help="http: first wait after HTTP 429 (s)")
+    b.add_argument(
+        "--wait-5xx", type=NON_NEGATIVE, default=5.0, help="http: first wait after HTTP 5xx or a timeout (s)"
+    )
     b.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="http: image encoding")
     b.add_argument("--press", default="none", help="local: none, mixkv-snapkv, mixkv-adakv, snapkv, adakv")
-    b.add_argument("--budget", type=int, default=256, help="local: KV entries kept per head with --press")
+    b.add_argument("--budget", type=POSITIVE_INT, default=256, help="local: KV entries kept per head with --press")
     b.add_argument("--no-prefix-reuse", action="store_true", help="local: do not reuse the cached prompt prefix")
-    b.add_argument("--max-pixels", type=int, default=None, help="local, Qwen-VL: pixel cap per image (fewer tokens)")
+    b.add_argument(
+        "--max-pixels", type=POSITIVE_INT, default=None, help="local, Qwen-VL: pixel cap per image (fewer tokens)"
+    )
     b.add_argument("--device", default="cpu", help="local: torch device")
-    b.add_argument("--dtype", default="auto", help="local: torch dtype (auto, float32, bfloat16, float16)")
+    b.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto", help="local: torch dtype"
+    )
     _common(p)
     p.set_defaults(func=_cmd_run)
 
@@ -390,6 +534,10 @@ def _make_backend(args):
             max_tokens=args.max_tokens,
             image_format=args.image_format,
         )
+    if not args.model.startswith("tiny:"):
+        from omnipress.model_source import model_source
+
+        model_source(args.model, what="model")  # a missing folder is reported before torch and transformers load
     from omnipress.eeg.backends.local import LocalVLMBackend, make_press
 
     press = make_press(args.press, args.budget)
@@ -450,7 +598,7 @@ def _cmd_run(args) -> int:
 def _add_score(sub) -> None:
     p = sub.add_parser("score", help="per-patient BCA, sensitivity, specificity, F1, events, false alarms/h")
     p.add_argument("runs", nargs="+", type=Path, help="run folders or results.jsonl files")
-    p.add_argument("--merge-gap", type=float, default=0.0, help="seconds between windows merged into one event")
+    p.add_argument("--merge-gap", type=NON_NEGATIVE, default=0.0, help="seconds between windows merged into one event")
     p.add_argument(
         "--unparsable",
         choices=("exclude", "wrong"),
@@ -459,19 +607,28 @@ def _add_score(sub) -> None:
     )
     p.add_argument("--json", type=Path, default=None, help="write the report as JSON (one run only)")
     p.add_argument("--plots", type=Path, default=None, help="write confusion, per-patient and example plots here")
-    p.add_argument("--images", type=Path, default=None, help="image folder for the example plot")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="image folder for the example plot (default: the run's, from run.json)",
+    )
+    _common(p)
     p.set_defaults(func=_cmd_score)
 
 
 def _cmd_score(args) -> int:
+    from omnipress.eeg.progress import progress_bar
     from omnipress.eeg.score import load_results, percent, score_rows
 
     if (args.json or args.plots) and len(args.runs) > 1:
         raise ValueError("--json and --plots take a single run")
     summary = []
-    for path in args.runs:
+    reports = []
+    for path in progress_bar(args.runs, enabled=not args.quiet, desc="score", unit="run"):
         rows = load_results(path)
-        report = score_rows(rows, merge_gap=args.merge_gap, unparsable=args.unparsable)
+        reports.append((path, rows, score_rows(rows, merge_gap=args.merge_gap, unparsable=args.unparsable)))
+    for path, rows, report in reports:
         print(f"## {path}\n\n{report.to_markdown()}\n")
         m = report.macro
         summary.append((str(path), m["bca"], m["sensitivity"], m["specificity"], m["unparsable_rate"], len(rows)))
@@ -481,7 +638,7 @@ def _cmd_score(args) -> int:
             from omnipress.eeg.plots import plot_run
 
             images = args.images or _images_from_meta(path)
-            for out in plot_run(report, rows, args.plots, images):
+            for out in plot_run(report, rows, args.plots, images, progress=not args.quiet):
                 print(f"plot: {out}")
     if len(summary) > 1:
         print("| run | macro BCA | sens | spec | unparsable | n |\n|---|---|---|---|---|---|")

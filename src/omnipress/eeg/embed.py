@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omnipress.eeg.progress import progress_bar
+from omnipress.model_source import check_device, load_error, model_source
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -150,14 +153,17 @@ class CLIPImageEmbedder(Embedder):
 
         from omnipress.eeg.render import RenderConfig
 
-        self.model_id = str(model)
-        self.device = device
+        self.model_id = model_source(model, what="CLIP model")
+        self.device = check_device(device)
         self.batch_size = int(batch_size)
         self.render_config = render_config or RenderConfig(kind="vision")
         if self.render_config.kind != "vision":
             raise ValueError("CLIPImageEmbedder embeds 'vision' renderings; got a render config of kind 'vlm'")
-        self.model = CLIPModel.from_pretrained(self.model_id).to(device).eval()
-        self.processor = _clip_processor(self.model_id, self.model.config.vision_config.image_size)
+        try:
+            self.model = CLIPModel.from_pretrained(self.model_id).to(device).eval()
+            self.processor = _clip_processor(self.model_id, self.model.config.vision_config.image_size)
+        except OSError as err:
+            raise load_error(self.model_id, what="CLIP model", error=err) from err
         self.name = f"clip:{self.model_id}"
         self._torch = torch
 
@@ -379,9 +385,7 @@ def _rows(windows: WindowSet, indices) -> np.ndarray:
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="win", dynamic_ncols=True)
+    return progress_bar(total=total, enabled=enabled, desc=desc, unit="win")
 
 
 __all__ = [

@@ -7,13 +7,14 @@ a fixed length (`FEATURE_NAMES`) for any montage. Three synchrony features come 
 matrix: mean and max absolute pairwise correlation, and the share of the largest eigenvalue.
 
 These are the classical baselines' inputs (`omnipress.eeg.baselines`) and an offline substitute for CLIP
-embeddings in retrieval (spec §8).
+embeddings in retrieval.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
+
+from omnipress.extras import require
 
 BANDS: dict[str, tuple[float, float]] = {
     "delta": (0.5, 4.0),
@@ -48,6 +49,7 @@ def welch_psd(data: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
     step = max(nperseg // 2, 1)
     n_segments = (data.shape[-1] - nperseg) // step + 1
     segments = np.lib.stride_tricks.sliding_window_view(data, nperseg, axis=-1)[..., ::step, :][..., :n_segments, :]
+    signal = require("scipy.signal", extra="eeg", purpose="EEG signal features")
     window = signal.get_window("hann", nperseg).astype(data.dtype)
     segments = (segments - segments.mean(axis=-1, keepdims=True)) * window  # (..., n_segments, nperseg)
     spectrum = np.abs(np.fft.rfft(segments, axis=-1)) ** 2

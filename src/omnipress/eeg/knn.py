@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from omnipress.eeg.embed import EmbeddingIndex
+from omnipress.eeg.progress import progress_bar
 from omnipress.eeg.retrieve import Retriever
 
 if TYPE_CHECKING:
@@ -36,8 +37,9 @@ def knn_vote(
     weighting: Literal["balanced", "uniform"] = "balanced",
     guard: float = 0.0,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Predict each query by a vote of its ``k`` nearest allowed neighbours.
+    """Predict each query by a vote of its ``k`` nearest allowed neighbours (``progress``: a bar over queries).
 
     Returns
     -------
@@ -64,6 +66,7 @@ def knn_vote(
     score = np.zeros(len(queries))
     neighbours: list[np.ndarray] = []
     other_patients = {p: index.patient != p for p in np.unique(index.patient)}  # patient -> (n,) bool
+    bar = progress_bar(total=len(queries), enabled=progress, desc="knn", unit="query")
     for s in range(0, len(queries), batch_size):
         batch = queries[s : s + batch_size]
         sims = vec[batch].astype(np.float64) @ vec.astype(np.float64).T  # (batch, n)
@@ -84,6 +87,8 @@ def knn_vote(
             score[s + j] = share
             pred[s + j] = int(share > 0.5)
             neighbours.append(order)
+        bar.update(len(batch))
+    bar.close()
     return pred, score, neighbours
 
 
@@ -93,7 +98,7 @@ def knn_rows(
     queries: np.ndarray,
     **kwargs,
 ) -> list[dict]:
-    """:func:`knn_vote` as result rows (same fields as a run's ``results.jsonl``)."""
+    """`knn_vote` (``kwargs``: its options) as result rows (same fields as a run's ``results.jsonl``)."""
     index.check_matches(windows)
     pred, score, neighbours = knn_vote(index, queries, **kwargs)
     ids = np.asarray(windows.window_id)

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from omnipress.eeg.progress import progress_bar
 from omnipress.eeg.score import ScoreReport
+from omnipress.extras import require
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", extra="eeg", purpose="plots").FigureCanvasAgg
+    Figure = require("matplotlib.figure", extra="eeg", purpose="plots").Figure
 
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
@@ -124,14 +126,22 @@ def plot_examples(rows: Sequence[dict], image_root: str | Path, path: str | Path
 
 
 def plot_run(
-    report: ScoreReport, rows: Sequence[dict], out_dir: str | Path, image_root: str | Path | None
+    report: ScoreReport,
+    rows: Sequence[dict],
+    out_dir: str | Path,
+    image_root: str | Path | None,
+    *,
+    progress: bool = False,
 ) -> list[Path]:
     """All plots of a run into ``out_dir``; the examples figure only when the rows have references."""
     out = Path(out_dir)
-    paths = [plot_confusion(report, out / "confusion.png"), plot_per_patient(report, out / "per_patient.png")]
+    jobs = [
+        lambda: plot_confusion(report, out / "confusion.png"),
+        lambda: plot_per_patient(report, out / "per_patient.png"),
+    ]
     if image_root is not None and any(r.get("references") for r in rows):
-        paths.append(plot_examples(rows, image_root, out / "examples.png"))
-    return paths
+        jobs.append(lambda: plot_examples(rows, image_root, out / "examples.png"))
+    return [job() for job in progress_bar(jobs, enabled=progress, desc="plots", unit="plot")]
 
 
 __all__ = ["plot_confusion", "plot_examples", "plot_per_patient", "plot_run"]

@@ -1,6 +1,6 @@
 """Filtering and resampling of continuous EEG (pure array functions plus a `Recording` wrapper).
 
-RAICL's released code does not show its preprocessing (spec §2, step 0), so the defaults here are the usual
+RAICL's released code does not show its preprocessing, so the defaults here are the usual
 clinical ones: zero-phase 4th-order Butterworth band-pass 0.5-40 Hz, optional 50/60 Hz notch, polyphase
 resampling to 256 Hz (the Helsinki/NICU rate of the paper; CHSZ used 250 Hz).
 """
@@ -12,7 +12,8 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import signal
+
+from omnipress.extras import require
 
 if TYPE_CHECKING:
     from omnipress.eeg.io import Recording
@@ -31,6 +32,7 @@ def bandpass(data: np.ndarray, sfreq: float, low: float | None, high: float | No
         raise ValueError(f"band lower edge {low} Hz must be below the upper edge {high} Hz")
     if low is None and high is None:
         return np.asarray(data, dtype=np.float64)
+    signal = _signal()
     if low is None:
         sos = signal.butter(order, high, btype="lowpass", fs=sfreq, output="sos")
     elif high is None:
@@ -45,6 +47,7 @@ def notch(data: np.ndarray, sfreq: float, freq: float, *, quality: float = 30.0)
     """Zero-phase IIR notch at ``freq`` Hz (mains interference) along the last axis; float64 out."""
     if not 0 < freq < sfreq / 2:
         raise ValueError(f"notch frequency {freq} Hz must lie in (0, {sfreq / 2:g}) Hz")
+    signal = _signal()
     b, a = signal.iirnotch(freq, quality, fs=sfreq)
     _check_length(data, sfreq)
     return signal.filtfilt(b, a, np.asarray(data, dtype=np.float64), axis=-1)
@@ -61,8 +64,12 @@ def resample(data: np.ndarray, sfreq: float, target: float) -> tuple[np.ndarray,
     ratio = Fraction(target / sfreq).limit_denominator(1000)
     if ratio == 1:
         return np.asarray(data), float(sfreq)
-    out = signal.resample_poly(np.asarray(data, dtype=np.float64), ratio.numerator, ratio.denominator, axis=-1)
+    out = _signal().resample_poly(np.asarray(data, dtype=np.float64), ratio.numerator, ratio.denominator, axis=-1)
     return out, float(sfreq * ratio.numerator / ratio.denominator)
+
+
+def _signal():
+    return require("scipy.signal", extra="eeg", purpose="filtering EEG")
 
 
 def _check_length(data: np.ndarray, sfreq: float) -> None:

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
+from omnipress.eeg.progress import progress_bar
+from omnipress.extras import require
+
 if TYPE_CHECKING:
     from omnipress.eeg.windows import WindowSet
 
@@ -115,7 +118,7 @@ def stack_offsets(n_channels: int, spacing: float = 1.0) -> np.ndarray:
 
 def channel_colors(n_channels: int) -> np.ndarray:
     """``tab20`` resampled to ``n_channels`` entries: ``(n_channels, 4)`` RGBA in [0, 1]."""
-    import matplotlib
+    matplotlib = require("matplotlib", extra="eeg", purpose="drawing EEG windows")
 
     return np.asarray(matplotlib.colormaps["tab20"].resampled(n_channels)(np.arange(n_channels)))
 
@@ -259,8 +262,8 @@ class Renderer:
         return rgba[..., :3].copy()
 
     def _build(self, channels: tuple[str, ...], n_samples: int, sfreq: float) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        FigureCanvasAgg = require("matplotlib.backends.backend_agg", purpose="drawing EEG windows").FigureCanvasAgg
+        Figure = require("matplotlib.figure", purpose="drawing EEG windows").Figure
 
         cfg = self.config
         n = len(channels)
@@ -564,9 +567,7 @@ def write_previews(windows: WindowSet, out_dir: str | Path, index: int = 0, *, j
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="win", dynamic_ncols=True)
+    return progress_bar(total=total, enabled=enabled, desc=desc, unit="win")
 
 
 __all__ = [

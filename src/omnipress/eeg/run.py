@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omnipress.eeg.backends.base import Answer, Backend
+from omnipress.eeg.backends.base import Answer, Backend, BackendFatalError
 from omnipress.eeg.embed import EmbeddingIndex, windows_fingerprint
+from omnipress.eeg.progress import progress_bar
 from omnipress.eeg.prompts import VARIANTS, PromptImage, build_prompt, parse_decision
 from omnipress.eeg.render import ImageStore
 from omnipress.eeg.retrieve import Retriever, Selection
@@ -249,7 +250,7 @@ def run(
     config : RunConfig
         Run settings; must agree with ``run.json`` when resuming unless ``force``.
     max_consecutive_errors : int
-        Stop (raise ``RuntimeError``) after this many failed requests in a row.
+        Stop (raise `BackendFatalError`, a ``RuntimeError``) after this many failed requests in a row.
     """
     config = config or RunConfig()
     out = Path(out_dir)
@@ -309,7 +310,7 @@ def run(
                 if len(summary.error_messages) < 5:
                     summary.error_messages.append(str(answer.error))
                 if consecutive >= max_consecutive_errors:
-                    raise RuntimeError(
+                    raise BackendFatalError(
                         f"{consecutive} requests failed in a row (last: {answer.error}); stopping. "
                         f"Answers so far are in {out / RESULTS}; rerun to resume."
                     )
@@ -413,9 +414,7 @@ def load_run_meta(out_dir: str | Path) -> dict[str, Any]:
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="query", dynamic_ncols=True)
+    return progress_bar(total=total, enabled=enabled, desc=desc, unit="query")
 
 
 __all__ = [

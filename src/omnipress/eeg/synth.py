@@ -3,7 +3,7 @@
 This is a demo and test source, **not** a benchmark of clinical performance: numbers measured on it say that the
 code works end to end, nothing about real patients.
 
-Recipe (spec §7). Nineteen referential 10-20 electrodes per recording, microvolts:
+Recipe. Nineteen referential 10-20 electrodes per recording, microvolts:
 
 - background: 1/f^beta noise (beta 1-2) mixed with a spatial covariance ``exp(-distance / lambda)`` plus a common
   reference signal (cancels in bipolar derivations); posterior alpha with a waxing-waning envelope (adults 8.5-11.5
@@ -20,8 +20,9 @@ Recipe (spec §7). Nineteen referential 10-20 electrodes per recording, microvol
   frequency, artefact rates, mains frequency, seizure kinds and a seizure gain (the difficulty knob), and channel
   naming (new 10-20 names, old names T3/T4/T5/T6, or TUH-style ``EEG FP1-REF`` with ear electrodes).
 
-Files: ``<out_dir>/pNN_rMM.edf`` (EDF+, seizures as ``"Seizure (<kind>)"`` annotations), ``manifest.json`` (every
-patient's profile and every seizure) and ``seizures.csv`` (``file,onset,offset``, the plain annotation format).
+Files: ``<out_dir>/pNN_rMM.edf`` (EDF+, seizures as ``"Seizure (<kind>)"`` annotations), ``manifest.json`` (the
+settings, every patient's profile and every seizure) and ``seizures.csv`` (``file,onset,offset``, the plain annotation
+format). Writing the same cohort again skips the recordings already there (the manifest is updated after each file).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from omnipress.eeg.montage import ELECTRODES_1020
+from omnipress.eeg.progress import progress_bar
+from omnipress.extras import require
 
 SEIZURE_KINDS = ("absence", "focal", "neonatal", "tonic_clonic", "polyspike")
 AGE_GROUPS: dict[str, tuple[str, ...]] = {
@@ -384,7 +387,8 @@ def write_edf(
     start: datetime | None = None,
 ) -> Path:
     """Write ``(n_channels, n_samples)`` µV data and ``(onset, duration, text)`` annotations as EDF+ via MNE/edfio."""
-    import mne
+    mne = require("mne", extra="eeg", purpose="writing EDF files")
+    require("edfio", extra="eeg", purpose="writing EDF files")  # MNE's EDF exporter
 
     path = Path(path)
     info = mne.create_info(list(channels), sfreq, "eeg")
@@ -408,13 +412,16 @@ def write_cohort(
     seizure_gain: float = 1.0,
     sfreqs: tuple[float, ...] = (250.0, 256.0),
     naming: str = "mixed",
+    overwrite: bool = False,
+    progress: bool = False,
 ) -> list[Path]:
     """Write a synthetic cohort of EDF+ recordings with seizure annotations.
 
     Parameters
     ----------
     out_dir : str or Path
-        Created if needed; existing files of the same names are overwritten.
+        Created if needed. Recordings that an earlier call with the same settings (``patients`` aside) already wrote
+        there are kept as they are; other files of the same names are overwritten.
     patients : int
         Number of patients (``p01``, ``p02``, ...).
     seed : int
@@ -431,6 +438,10 @@ def write_cohort(
         Sampling rates cycled over (non-neonatal) patients; neonates use 256 Hz.
     naming : str
         ``"mixed"`` (cycle), ``"new"``, ``"old"`` or ``"tuh"`` channel names.
+    overwrite : bool
+        Write every recording again, even those already there.
+    progress : bool
+        Show a progress bar over recordings.
 
     Returns
     -------
@@ -452,15 +463,27 @@ def write_cohort(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "seed": seed,
+        "minutes_per_patient": minutes_per_patient,
+        "recordings_per_patient": recordings_per_patient,
+        "seizures_per_patient": [low, high],
+        "seizure_gain": seizure_gain,
+        "sfreqs": list(sfreqs),
+        "naming": naming,
+    }
+    done = {} if overwrite else _written_before(out, settings)
     files: list[Path] = []
     manifest: dict = {
         "generator": "omnipress.eeg.synth",
         "note": "synthetic demo/test data, not a clinical benchmark",
         "seed": seed,
+        "settings": settings,
         "patients": [],
         "recordings": [],
     }
     plain_rows: list[tuple[str, float, float]] = []
+    bar = progress_bar(total=patients * recordings_per_patient, enabled=progress, desc="synth", unit="file")
     for index in range(patients):
         rng = np.random.default_rng([seed, index])
         profile = make_profile(index, rng, seizure_gain=seizure_gain, sfreqs=sfreqs, naming=naming)
@@ -470,6 +493,14 @@ def write_cohort(
             rng.integers(0, recordings_per_patient, size=total), minlength=recordings_per_patient
         )
         for r in range(recordings_per_patient):
+            name = f"{profile.patient}_r{r + 1:02d}"
+            if name in done:  # written by an earlier call with the same settings: the same bytes
+                entry = done[name]
+                files.append(out / entry["file"])
+                manifest["recordings"].append(entry)
+                plain_rows += [(entry["file"], e["onset"], e["offset"]) for e in entry["seizures"]]
+                bar.update(1)
+                continue
             rec_rng = np.random.default_rng([seed, index, r + 1])
             data, events = simulate_recording(profile, duration, int(per_recording[r]), rec_rng)
             names = channel_names(profile.naming)
@@ -481,7 +512,6 @@ def write_cohort(
                 notes.append((e.onset, e.offset - e.onset, f"Seizure ({e.kind})"))
                 if e.postictal_end > e.offset:
                     notes.append((e.offset, e.postictal_end - e.offset, "Post-ictal slowing"))
-            name = f"{profile.patient}_r{r + 1:02d}"
             start = datetime(2020, 1, 1, tzinfo=timezone.utc) + timedelta(days=index, hours=r)
             path = write_edf(out / f"{name}.edf", data, names, profile.sfreq, notes, start=start)
             files.append(path)
@@ -490,6 +520,7 @@ def write_cohort(
                     "patient": profile.patient,
                     "recording": name,
                     "file": path.name,
+                    "bytes": path.stat().st_size,
                     "sfreq": profile.sfreq,
                     "duration": duration,
                     "seizures": [{"onset": e.onset, "offset": e.offset, "kind": e.kind} for e in events],
@@ -497,12 +528,38 @@ def write_cohort(
                 }
             )
             plain_rows += [(path.name, e.onset, e.offset) for e in events]
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            _write_manifest(out, manifest, done)  # a rerun after an interruption keeps this file
+            bar.update(1)
+    bar.close()
+    _write_manifest(out, manifest, {})
     with (out / "seizures.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "onset", "offset"])
         writer.writerows((name, repr(on), repr(off)) for name, on, off in plain_rows)
     return files
+
+
+def _written_before(out: Path, settings: dict) -> dict[str, dict]:
+    """Manifest entries of recordings an earlier `write_cohort` with these settings wrote and left intact."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(manifest, dict) or manifest.get("settings") != settings:
+        return {}
+    done = {}
+    for entry in manifest.get("recordings", []):
+        path = out / str(entry.get("file", ""))
+        if "bytes" in entry and path.is_file() and path.stat().st_size == entry["bytes"]:
+            done[entry["recording"]] = entry
+    return done
+
+
+def _write_manifest(out: Path, manifest: dict, pending: dict[str, dict]) -> None:
+    """Write ``manifest.json``; entries of ``pending`` (not yet revisited) stay listed so they are not lost."""
+    listed = {e["recording"] for e in manifest["recordings"]}
+    extra = [e for name, e in pending.items() if name not in listed]
+    (out / "manifest.json").write_text(json.dumps({**manifest, "recordings": manifest["recordings"] + extra}, indent=2))
 
 
 def read_manifest(out_dir: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """Fixed-length EEG windows with seizure labels: `WindowSet` and `make_windows`.
 
-RAICL classifies 4-second windows of the 18-channel double banana (spec §2). The released code does not say how
+RAICL (arXiv 2601.17844) classifies 4-second windows of the 18-channel double banana. The released code does not say how
 windows that straddle a seizure onset or offset are labelled, so the rule is a parameter:
 
 - ``"any"`` (default): seizure if any part of the window lies inside a seizure;

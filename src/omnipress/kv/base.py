@@ -10,12 +10,12 @@ uses). Applying a press is a reversible context manager::
         out = model.generate(**inputs, max_new_tokens=32)
     print(press.report)
 
-Budget conventions (DESIGN.md): `budget` is the number of KV entries kept per head per layer, observation window
-included (the papers' convention); `compression_ratio` is the fraction removed (kvpress's convention). Exactly one
-is given. `scope` picks what may be evicted (`"all"`, `"vision"`, `"image"`, `"video"`, `"audio"`); everything
-outside the scope is kept *on top of* the budget, so with a media scope `budget` = window + kept media tokens and
-`compression_ratio` = fraction of the in-scope tokens removed. When the budget already covers every evictable token
-the cache is left untouched (the report says so), or a `ValueError` is raised with `strict=True`.
+Budget conventions (docs/architecture.md): `budget` is the number of KV entries kept per head per layer, observation
+window included (the papers' convention); `compression_ratio` is the fraction removed (kvpress's convention).
+Exactly one is given. `scope` picks what may be evicted (`"all"`, `"vision"`, `"image"`, `"video"`, `"audio"`);
+everything outside the scope is kept *on top of* the budget, so with a media scope `budget` = window + kept media
+tokens and `compression_ratio` = fraction of the in-scope tokens removed. When the budget already covers every
+evictable token the cache is left untouched (the report says so), or a `ValueError` is raised with `strict=True`.
 
 Batches: every row of a (left-padded) batch is compressed with its own spans, candidates and capacity; padding is
 never kept and never counted. A `KVPress` is an omnipress `Method` (stage "kv"): it composes with encoder and token

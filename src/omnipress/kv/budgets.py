@@ -4,7 +4,7 @@ A *capacity* is the number of tokens a layer or KV head **selects** from its sel
 tokens), on top of the ``W`` observation-window tokens that are always kept. With a per-head budget ``B`` that
 includes the window (the papers' convention), the base capacity is ``B - W``.
 
-Rules follow the official MixKV code (MixKV spec §2.2.1), which inherits them from the hosts:
+Rules follow the official MixKV code (https://github.com/xuyang-liu16/MixKV), which inherits them from the hosts:
 PyramidKV (arXiv 2406.02069), AdaKV (arXiv 2407.11550), SparseMM (arXiv 2506.05344). By default
 (``exact_total=True``) the allocations keep exactly the nominal total (largest-remainder rounding, see `apportion`);
 ``exact_total=False`` reproduces the official code's per-capacity rounding.
@@ -134,7 +134,7 @@ def apportion(ideal: Sequence[Fraction | int], total: int, upper: Sequence[int] 
 def pyramid_capacities(
     base: int, num_layers: int, n_valid: int, beta: int = 20, *, exact_total: bool = True
 ) -> list[int]:
-    """PyramidKV layer capacities: lower layers keep more, linear decay (MixKV spec §2.2.1).
+    """PyramidKV layer capacities: lower layers keep more, linear decay.
 
     ``min = base // beta``, ``max = 2 * base - min``; if ``max >= n_valid`` then ``max = n_valid`` and
     ``min = 2 * base - max``. Layer ``l`` ideally gets ``max - l * (max - min) / (num_layers - 1)``, whose mean is
@@ -148,7 +148,8 @@ def pyramid_capacities(
 
     Every capacity is finally clamped to ``[0, n_valid]``. That changes nothing when ``base <= n_valid``; when
     ``base > n_valid`` every layer keeps all ``n_valid`` tokens, the closest reachable total (the hosts keep the
-    whole cache anyway, spec §2.2 step 0). With ``num_layers == 1`` the single layer gets ``min(base, n_valid)``.
+    whole cache anyway, as the official code does). With ``num_layers == 1`` the single layer gets
+    ``min(base, n_valid)``.
 
     Parameters
     ----------
@@ -203,7 +204,7 @@ def adakv_capacities(
     candidates: Tensor | None = None,
     exact_total: bool = True,
 ) -> Tensor:
-    """AdaKV head capacities inside one layer, from the host's attention scores (MixKV spec §2.2.1).
+    """AdaKV head capacities inside one layer, from the host's attention scores.
 
     ``floor = floor(floor_ratio * base)``. Each head's scores are sorted in descending order; with ``normalize`` they
     are multiplied by ``(sum of the head's top-base scores) / (sum of all its scores)``. Over all heads of a batch
@@ -308,7 +309,7 @@ def sparsemm_capacities(
     num_kv_heads: int | None = None,
     exact_total: bool = True,
 ) -> Tensor:
-    """SparseMM per-(layer, KV head) capacities from offline visual-head scores (MixKV spec §2.2.1).
+    """SparseMM per-(layer, KV head) capacities from offline visual-head scores.
 
     Scores are normalised to sum to 1 over all (layer, head) entries; ``min = floor(base * min_ratio)`` and entry
     ``(l, h)`` ideally gets ``score * (base - min) * num_layers * Hkv + min``, whose sum over the model is

@@ -193,6 +193,24 @@ def compress_layer(
     return layer
 
 
+def uncompressed_stats(plan: PrefillPlan, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> LayerStats:
+    """The report line of a layer the press left untouched: every real token kept (padding is not counted as kept,
+    but the dense layer's bytes include it)."""
+    heads = key.shape[1]
+    entry_bytes = key.shape[-1] * key.element_size() + value.shape[-1] * value.element_size()
+    real_entries = sum(plan.report.row_tokens) * heads
+    counts = {name: count * heads for name, count in plan.report.modality_tokens.items()}
+    return LayerStats(
+        layer=layer_idx,
+        tokens_before=real_entries,
+        kept_per_head=[n for n in plan.report.row_tokens for _ in range(heads)],
+        bytes_before=real_entries * entry_bytes,
+        bytes_after=key.numel() * key.element_size() + value.numel() * value.element_size(),
+        kept_by_modality=counts,
+        kept_bytes=real_entries * entry_bytes,
+    )
+
+
 def kept_by_modality(
     keep: torch.Tensor | RaggedIndices, spans: list[ModalitySpans], heads: int, seq_len: int, device: torch.device
 ) -> dict[str, int]:

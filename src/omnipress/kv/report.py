@@ -118,8 +118,10 @@ class CompressionReport:
                 f"  KV memory   {self.kv_bytes_before * mib:>9.2f} MiB -> {self.kv_bytes_after * mib:.2f} MiB, "
                 f"freed {self.physical_ratio:.1%} (physical)",
             ]
-            if self.kv_bytes_kept and self.kv_bytes_kept != self.kv_bytes_after:
-                lines.append(f"  of which page rounding {(self.kv_bytes_after - self.kv_bytes_kept) * mib:.2f} MiB")
+            spare = self.kv_bytes_after - self.kv_bytes_kept
+            if self.kv_bytes_kept and spare > 0:
+                share = spare / self.kv_bytes_after
+                lines.append(f"  of which page rounding {spare * mib:.2f} MiB ({share:.1%} of what is held)")
         lines.append(
             f"  prefill {self.prefill_seconds * 1e3:.1f} ms (compression {self.compression_seconds * 1e3:.1f} ms)"
         )

@@ -248,7 +248,7 @@ def snapkv_scores(
     gqa: str = "mean",
     key_mask: Tensor | None = None,
 ) -> Tensor:
-    """SnapKV importance of the selectable prefix (MixKV spec §2.2 step 1).
+    """SnapKV importance of the selectable prefix.
 
     Window attention of the last ``W`` queries, averaged over the ``W`` window queries, restricted to the
     columns ``[0, L)`` with ``L = N - W``, reduced over each GQA group, then pooled along the sequence.
@@ -488,10 +488,11 @@ def unit_mean_key(keys: Tensor, key_mask: Tensor | None = None) -> Tensor:
 
 
 def key_diversity(keys: Tensor, n_valid: int, key_mask: Tensor | None = None) -> Tensor:
-    """KeyDiff-style raw diversity ``-k_i/||k_i|| . mu`` of the first ``n_valid`` keys (MixKV spec §2.2 step 2).
+    """KeyDiff-style raw diversity ``-k_i/||k_i|| . mu`` of the first ``n_valid`` keys.
 
-    ``mu`` is :func:`unit_mean_key` over **all** ``N`` tokens, window included (spec §2.6 #6). Since ``mu`` is not
-    renormalised the value is ``-cos(k_i, mu) * ||mu||``: a key far from the head's mean direction scores high.
+    ``mu`` is :func:`unit_mean_key` over **all** ``N`` tokens, window included (as the official MixKV code does).
+    Since ``mu`` is not renormalised the value is ``-cos(k_i, mu) * ||mu||``: a key far from the head's mean
+    direction scores high.
 
     Parameters
     ----------
@@ -670,7 +671,7 @@ def mixkv_scores(
     eps: float = 1e-8,
     key_mask: Tensor | None = None,
 ) -> Tensor:
-    """MixKV score: importance mixed with key diversity per KV head (MixKV spec §2.2 steps 2-5).
+    """MixKV score: importance mixed with key diversity per KV head.
 
     With ``a`` the host importance, ``L`` selectable tokens and all statistics taken over the candidate tokens:
 
@@ -680,9 +681,9 @@ def mixkv_scores(
     3. ``importance = a + vn`` (or ``a`` when ``use_value_norm=False``).
     4. ``score = w * div + (1 - w) * importance``.
 
-    The score-scale quirk of the official code is kept on purpose (spec §2.6 #5): ``div`` and ``vn`` are each
-    scaled to the mean of ``a``, so ``mean(importance) ~= 2 mean(a)`` and the effective diversity:importance ratio
-    is ``w : 2(1 - w)``, not ``w : (1 - w)``. The ``+ eps`` in the scale denominators is also the official code's.
+    The score-scale quirk of the official MixKV code is kept on purpose: ``div`` and ``vn`` are each scaled to the
+    mean of ``a``, so ``mean(importance) ~= 2 mean(a)`` and the effective diversity:importance ratio is
+    ``w : 2(1 - w)``, not ``w : (1 - w)``. The ``+ eps`` in the scale denominators is also the official code's.
 
     Guarantees: with ``weight=0`` and ``use_value_norm=False`` the score equals ``a`` on the candidates (same
     ranking as the host). With ``weight=1`` it is a positive multiple of min-max normalised diversity, so it ranks
@@ -694,7 +695,7 @@ def mixkv_scores(
         ``(B, Hkv, L)`` non-negative host importance, e.g. :func:`snapkv_scores`.
     keys, values : Tensor
         ``(B, Hkv, N, D)`` post-RoPE keys and values of the whole cache, ``N >= L``. The diversity mean key uses all
-        ``N`` tokens (spec §2.6 #6).
+        ``N`` tokens (as the official MixKV code does).
     weight : float or Tensor
         Mixing weight in ``[0, 1]``: a float, ``(Hkv,)`` or ``(B, Hkv)``, e.g. :func:`redundancy_weight`.
     candidates : Tensor, optional

@@ -28,7 +28,7 @@ from ..core.session import Listener, LMCall, ModelSession
 from ..spans import ModalitySpans
 from .base import KVPress
 from .decoding import DecodingCompressor
-from .plan import PrefillPlan, compress_layer, duplicate_groups, make_plan
+from .plan import PrefillPlan, compress_layer, duplicate_groups, make_plan, uncompressed_stats
 
 
 @dataclass
@@ -63,7 +63,12 @@ class PressListener(Listener):
     # -- callbacks -----------------------------------------------------------------------------------------------
     def before_lm(self, session: ModelSession, call: LMCall) -> None:
         self.plan = None
-        if call.is_prefill and call.use_cache:
+        if call.is_prefill and not call.use_cache:
+            raise ValueError(
+                f"{self.press.name} compresses the KV cache, but this forward runs with use_cache=False (no cache: "
+                "generate then recomputes the whole prompt at every step); drop use_cache=False"
+            )
+        if call.is_prefill:
             self.plan = self._make_plan(session, call)
             if self.decoder is not None:
                 self.decoder.start(self.plan, self.press.report)
@@ -98,11 +103,13 @@ class PressListener(Listener):
         if self.decoder is not None:
             self.decoder.observe_prefill(layer_idx, query)
         if not plan.compress:
+            plan.report.layers.append(uncompressed_stats(plan, layer_idx, key, value))
             return
         if kwargs.get("sliding_window") is not None:
             note = f"layer {layer_idx} uses sliding-window attention: left to transformers' own bounded cache"
             if note not in plan.report.note:
                 plan.report.note = "; ".join(filter(None, [plan.report.note, note]))
+            plan.report.layers.append(uncompressed_stats(plan, layer_idx, key, value))
             return
         start = time.perf_counter()
         compressed = compress_layer(self.press, plan, layer_idx, self.num_layers, query, key, value, scaling)
@@ -117,7 +124,7 @@ class PressListener(Listener):
             return
         report = plan.report
         report.prefill_seconds = time.perf_counter() - plan.started
-        report.compressed = bool(report.layers)
+        report.compressed = plan.compress and any(s.tokens_after < s.tokens_before for s in report.layers)
         if report.compressed:
             report.index_bytes = sum(
                 layer.index_bytes() for layer in getattr(call.cache, "layers", []) if isinstance(layer, RaggedLayer)
@@ -259,6 +266,7 @@ def compress_captured(press: KVPress, capture: PrefillCapture) -> tuple[DynamicC
             cache.layers.append(compress_layer(press, plan, idx, len(capture.layers), q, k, v, scaling))
         else:
             cache.update(k, v, idx)
+            plan.report.layers.append(uncompressed_stats(plan, idx, k, v))
     plan.report.compression_seconds = time.perf_counter() - start
     plan.report.compressed = plan.compress
     press.report = plan.report

@@ -1,6 +1,13 @@
 """Reading video and audio (PyAV) and turning frames into the tensors video-LLMs expect."""
 
 from .audio import read_audio
-from .video import frames_to_tensor, normalize_frames, qwen_video_patches, read_video
+from .video import TruncatedMediaWarning, frames_to_tensor, normalize_frames, qwen_video_patches, read_video
 
-__all__ = ["frames_to_tensor", "normalize_frames", "qwen_video_patches", "read_audio", "read_video"]
+__all__ = [
+    "TruncatedMediaWarning",
+    "frames_to_tensor",
+    "normalize_frames",
+    "qwen_video_patches",
+    "read_audio",
+    "read_video",
+]

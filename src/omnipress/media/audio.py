@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from omnipress.extras import require
+
 
 def read_audio(path: str | os.PathLike, *, sampling_rate: int = 16000) -> np.ndarray:
     """Decode the first audio stream of `path` into a mono float32 array at `sampling_rate` Hz.
@@ -19,13 +21,15 @@ def read_audio(path: str | os.PathLike, *, sampling_rate: int = 16000) -> np.nda
         The file does not exist.
     ValueError
         The file cannot be opened or decoded as audio (the message names the file), or a bad argument.
+    MissingExtraError
+        PyAV is not installed (the message names the ``media`` extra).
     """
     if not (isinstance(sampling_rate, int) and sampling_rate > 0):
         raise ValueError(f"sampling_rate must be a positive int, got {sampling_rate!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
-    import av
+    av = require("av", extra="media", purpose="reading audio")
 
     try:
         container = av.open(str(path))

@@ -1,23 +1,50 @@
 """Video reading with PyAV and the tensors video-LLMs expect.
 
-`read_video` decodes lazily and samples frames at a target rate. The tensor helpers build the same pixel layout as
-the `transformers` video processors (which need torchvision, unavailable here): Qwen-VL / Qwen2.5-Omni patches
-and LLaVA-OneVision frame stacks.
+`read_video` decodes lazily and samples frames at a target rate. A file that decodes to fewer frames than its
+container declares (a copy cut short) gives a `TruncatedMediaWarning`; one that decodes to none raises `ValueError`.
+The tensor helpers build the same pixel layout as the `transformers` video processors (which need torchvision,
+unavailable here): Qwen-VL / Qwen2.5-Omni patches and LLaVA-OneVision frame stacks.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from omnipress.extras import require
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_MISSING_FRAMES = 2  # decoded frames may fall this short of the declared count before a file counts as truncated
+_MISSING_SECONDS = 0.5  # decoded video may end this much before the declared duration (or 2 frames, if longer)
+
+
+class TruncatedMediaWarning(UserWarning):
+    """A media file decoded to less than its container declares (frames and seconds read vs declared)."""
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """What a container says about its video stream's length (``None``: not said)."""
+
+    frames: int | None
+    seconds: float | None
+    rate: float | None  # frames per second, when known
+
+    def describe(self) -> str:
+        parts = [f"{self.frames} frames"] if self.frames else []
+        if self.seconds is not None:
+            parts.append(f"{self.seconds:.1f} s")
+        return " / ".join(parts) or "no length"
 
 
 def read_video(
@@ -35,12 +62,22 @@ def read_video(
     max_frames:
         Stop after this many frames.
 
+    Warns
+    -----
+    TruncatedMediaWarning
+        When decoding reaches the end of the file with fewer frames (or seconds) than the container declares: the
+        file was cut short. Checked only when the whole file is decoded (not after `max_frames`), and only for
+        containers that declare a length (MP4, AVI, Matroska/WebM do; MPEG-TS and raw streams do not).
+
     Raises
     ------
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be opened or decoded as video (the message names the file), or a bad argument.
+        The file cannot be opened or decoded as video, or decodes to no frame (the message names the file), or a bad
+        argument. Raised when iteration starts for problems found while decoding.
+    MissingExtraError
+        PyAV is not installed (the message names the ``media`` extra).
     """
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None, got {fps!r}")
@@ -49,7 +86,7 @@ def read_video(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
-    import av
+    av = require("av", extra="media", purpose="reading video")
 
     try:
         container = av.open(str(path))
@@ -58,27 +95,44 @@ def read_video(
     if not container.streams.video:
         container.close()
         raise ValueError(f"{path} has no video stream")
-    return _decode_frames(container, path, fps, max_frames)
+    return _decode_frames(av, container, path, fps, max_frames)
+
+
+def _declared(container: Any) -> _Declared:
+    """The video stream's length as the container declares it: frame count, else duration (stream, then file)."""
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    rate = float(rate) if rate else None
+    frames = int(stream.frames) if stream.frames and stream.frames > 0 else None
+    if frames is not None and rate:
+        return _Declared(frames, frames / rate, rate)
+    if stream.duration and stream.time_base:
+        return _Declared(frames, float(stream.duration * stream.time_base), rate)
+    if container.duration:
+        return _Declared(frames, container.duration / 1_000_000, rate)  # in AV_TIME_BASE units (microseconds)
+    return _Declared(frames, None, rate)
 
 
 def _decode_frames(
-    container, path: Path, fps: float | None, max_frames: int | None
+    av: Any, container: Any, path: Path, fps: float | None, max_frames: int | None
 ) -> Iterator[tuple[float, Image.Image]]:
-    import av
-
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    declared = _declared(container)
     start: float | None = None
+    last = 0.0
     next_time = 0.0
     produced = 0
+    decoded = 0
     try:
         try:
             for frame in container.decode(stream):
+                decoded += 1
                 if frame.time is None:
                     continue
                 if start is None:
                     start = frame.time
-                t = frame.time - start
+                t = last = frame.time - start
                 if fps is not None:
                     if t + 1e-6 < next_time:
                         continue
@@ -90,9 +144,37 @@ def _decode_frames(
         except av.error.FFmpegError as err:
             raise ValueError(f"cannot decode video {path}: {err}") from err
         if produced == 0:
-            raise ValueError(f"no decodable video frames in {path}")
+            raise ValueError(
+                f"no video frame could be decoded from {path} (the container declares {declared.describe()}); the "
+                "file is empty, truncated or damaged"
+            )
+        _warn_if_truncated(path, declared, decoded, last)
     finally:
         container.close()
+
+
+def _warn_if_truncated(path: Path, declared: _Declared, decoded: int, last_time: float) -> None:
+    """Warn when a fully decoded stream ended before the declared duration (or, without one, frame count).
+
+    Time is compared first: some files (AVI with dropped frames) declare frames that are never stored, yet cover
+    their whole duration.
+    """
+    step = 1.0 / declared.rate if declared.rate else 0.0
+    read_seconds = last_time + step  # the last frame lasts one frame interval
+    if declared.seconds is not None:
+        short = read_seconds < declared.seconds - max(_MISSING_SECONDS, _MISSING_FRAMES * step)
+    elif declared.frames is not None:
+        short = decoded < declared.frames - _MISSING_FRAMES
+    else:
+        return  # nothing declared (MPEG-TS, raw streams): nothing to compare with
+    if short:
+        frames = f"{decoded} frame" + ("" if decoded == 1 else "s")
+        warnings.warn(
+            f"{path}: truncated video: decoded {frames} ({read_seconds:.1f} s) of the {declared.describe()} that the "
+            "container declares; the rest of the file is missing",
+            TruncatedMediaWarning,
+            stacklevel=3,
+        )
 
 
 def frames_to_tensor(frames: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:

@@ -7,8 +7,10 @@ OpenAI-compatible endpoint (``https://generativelanguage.googleapis.com/v1beta/o
 Retry policy (RAICL's released code retries 429 and 500/503 up to 3 attempts): HTTP 429 waits for the
 ``Retry-After`` header if the server sends one, else ``wait_429 * backoff**(attempt-1)``; HTTP 500/502/503/504,
 timeouts and connection errors wait ``wait_5xx * backoff**(attempt-1)``; every wait is capped at ``max_wait``
-and gets up to ``jitter`` relative random extra. HTTP 401/403/404 raise :class:`BackendFatalError` (no request
-can succeed); other 4xx answers are recorded as errors without retry.
+and gets up to ``jitter`` relative random extra. HTTP 401/403/404 raise `BackendFatalError` (no request
+can succeed); other 4xx answers are recorded as errors without retry. A connection that fails (refused, unknown
+host) before the server has answered once also raises `BackendFatalError` at once: no server is there, so retrying
+every query would only waste time. Once it has answered, a failed connection is a transient error like a 5xx.
 
 The API key is read from the environment variable named by ``api_key_env`` when the backend is created.
 It is only ever placed in the ``Authorization`` header: it is not part of ``repr``, :meth:`describe`, logs
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 from omnipress.eeg.backends.base import Answer, Backend, BackendFatalError
 from omnipress.eeg.prompts import Prompt, PromptImage
+from omnipress.extras import require
 
 RETRY_STATUS = frozenset({500, 502, 503, 504})
 FATAL_STATUS = frozenset({401, 403, 404})
@@ -96,7 +99,7 @@ class OpenAIChatBackend(Backend):
         extra_body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        import httpx
+        httpx = require("httpx", extra="eeg", purpose="the OpenAI-compatible HTTP backend")
 
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -133,6 +136,7 @@ class OpenAIChatBackend(Backend):
         self._httpx = httpx
         self._images: OrderedDict[tuple, str] = OrderedDict()
         self._images_lock = threading.Lock()
+        self._answered = False  # set by the first HTTP response of any status: a server is there
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(url={self.url!r}, model={self.model!r}, concurrency={self.concurrency})"
@@ -208,9 +212,14 @@ class OpenAIChatBackend(Backend):
                 error = f"timeout after {self.timeout:g} s ({type(exc).__name__})"
                 wait_s = self._wait(self.wait_5xx, attempt)
             except self._httpx.TransportError as exc:
+                if isinstance(exc, self._httpx.ConnectError) and not self._answered:
+                    raise BackendFatalError(
+                        self._mask(f"cannot connect to {self.url} ({exc}); is the server running at that address?")
+                    ) from exc
                 error = self._mask(f"connection error: {type(exc).__name__}: {exc}")
                 wait_s = self._wait(self.wait_5xx, attempt)
             else:
+                self._answered = True
                 status = response.status_code
                 if status == 200:
                     return self._answer(response, start, attempt)

@@ -38,6 +38,7 @@ import numpy as np
 
 from omnipress.eeg.backends.base import Answer, Backend
 from omnipress.eeg.prompts import Prompt, PromptImage
+from omnipress.model_source import check_device, load_error, model_source
 
 PRESS_NAMES = ("none", "snapkv", "adakv", "mixkv-snapkv", "mixkv-adakv")
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -175,6 +176,7 @@ class LocalVLMBackend(Backend):
         import torch
 
         model_id = str(model_id)
+        check_device(device)
         if model_id.startswith("tiny:"):
             from omnipress.testing import tiny_model, tiny_processor
 
@@ -186,8 +188,12 @@ class LocalVLMBackend(Backend):
             from transformers import AutoModelForImageTextToText, AutoTokenizer
 
             torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-            model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=torch_dtype)
-            tokenizer = AutoTokenizer.from_pretrained(model_id)
+            model_id = model_source(model_id, what="model")
+            try:
+                model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=torch_dtype)
+                tokenizer = AutoTokenizer.from_pretrained(model_id)
+            except OSError as err:
+                raise load_error(model_id, what="model", error=err) from err
         model = model.to(device)
         return cls(
             model,
@@ -329,7 +335,7 @@ class LocalVLMBackend(Backend):
         out = self.model(
             input_ids=inputs["input_ids"][:, a:b],
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
             **kwargs,
@@ -396,7 +402,7 @@ class LocalVLMBackend(Backend):
             out = self.model(
                 input_ids=torch.tensor([[token]], device=self.device),
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
