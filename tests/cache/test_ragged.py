@@ -246,3 +246,16 @@ def test_deepcopy_copies_the_buffers_but_not_the_session():
     twin.append(*dense(seq=1, seed=3))
     assert twin.kept_per_head == [n + 1 for n in layer.kept_per_head]
     assert all(torch.equal(a[:-1], b) for a, b in zip(twin.segments()[0], layer.segments()[0]))
+
+
+def test_remap_columns_renumbers_the_entries_of_each_row():
+    k, v = dense(bsz=2, heads=2, seq=5)
+    layer = RaggedLayer.from_dense(
+        k, v, [torch.tensor([0, 2]), torch.tensor([1, 3, 4]), torch.arange(5), torch.tensor([4])]
+    )
+    table = torch.tensor([[3, 7, 9, 12, 20], [0, 1, 2, 30, 31]])  # where row b's columns sat in the full prompt
+    layer.remap_columns(table, logical_length=40)
+    assert [p.tolist() for p in layer.head_positions()] == [[3, 9], [7, 12, 20], [0, 1, 2, 30, 31], [31]]
+    assert layer.get_seq_length() == 40
+    layer.append(*dense(bsz=2, heads=2, seq=1, seed=2))
+    assert [p.tolist()[-1] for p in layer.head_positions()] == [40] * 4

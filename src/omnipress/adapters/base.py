@@ -52,6 +52,9 @@ class ModelAdapter(ABC):
         """`self_attn` of every decoder layer, in layer order (each has `.layer_idx`)."""
         return [layer.self_attn for layer in self.decoder_layers]
 
+    #: False for a bare encoder (a vision tower on its own): no language model, only encoder methods apply
+    has_language_model: ClassVar[bool] = True
+
     @property
     def cross_attention_modules(self) -> list[nn.Module]:
         """The decoder's cross-attention (over encoder states) per layer, in layer order; `[]` for decoder-only

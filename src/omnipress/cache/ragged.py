@@ -595,6 +595,23 @@ class RaggedLayer(CacheLayerMixin):
         dest = _slot_index(new_lengths, _cumulative(caps), self.device)
         self._replace(src, dest, new_lengths, caps, batch_size=len(rows))
 
+    def remap_columns(self, table: torch.Tensor, logical_length: int) -> None:
+        """Renumber the stored columns through `table` `(batch, n)`: an entry of row `b` stored at column `c`
+        becomes column `table[b, c]`, and the layer's logical length becomes `logical_length`.
+
+        Used when a method prefilled a shortened sequence (a token pruner dropped columns before the language
+        model): the cache then says where each kept entry sat in the full prompt, and decoding continues after it.
+        """
+        if table.dim() != 2 or table.shape[0] != self.batch_size:
+            raise ValueError(f"table must be (batch={self.batch_size}, columns), got {tuple(table.shape)}")
+        meta = self._slot_meta()
+        rows = meta["slot_segment"] // self.num_heads  # (capacity,) row of every slot
+        valid = meta["slot_offset"] < self.lengths.long()[meta["slot_segment"]]
+        old = self.positions.long().clamp(0, table.shape[1] - 1)
+        mapped = table.to(self.device).long()[rows, old].to(torch.int32)
+        self.positions = torch.where(valid, mapped, self.positions)
+        self.logical_length = int(logical_length)
+
     # -- eviction on a live cache --------------------------------------------------------------------------------
     def retain(self, keep: torch.Tensor | RaggedIndices | Sequence[torch.Tensor], *, reserve: int = 0) -> None:
         """Keep, per segment, the entries at the given indices (ascending, `0 .. length-1` inside the segment).

@@ -67,6 +67,11 @@ class Listener:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     # callbacks (the session calls them in the order the methods entered)
+    def transform_lm_inputs(self, session: ModelSession, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """Before each language-model forward, before `before_lm`: may return new keyword arguments for it (e.g. a
+        token pruner drops columns of `inputs_embeds`, `attention_mask` and `position_ids`). None keeps them."""
+        return None
+
     def before_lm(self, session: ModelSession, call: LMCall) -> None:
         """Before each language-model forward."""
 
@@ -104,7 +109,7 @@ class ModelSession:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.adapter = get_adapter(model)  # raises UnsupportedModelError for other models
-        weight = next(self.adapter.language_model.parameters(), None)
+        weight = next(model.parameters(), None)
         if weight is not None and weight.device.type == "meta":
             raise ValueError(
                 f"{type(model).__name__}'s weights are on the meta device (created without data, e.g. under "
@@ -120,6 +125,9 @@ class ModelSession:
         self.inputs: dict[str, Any] | None = None
         self.call: LMCall | None = None
         self.cache: Any = None
+        # per-row spans of the current language-model call when a method changed its tokens (a pruner); methods that
+        # need spans read `prompt_spans` instead of recomputing them from the recorded inputs
+        self.prompt_spans: list[Any] | None = None
         self._entering: list[torch.utils.hooks.RemovableHandle] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -194,13 +202,30 @@ class ModelSession:
         """A forward hook owned by the method being attached (removed on its exit or failed entry)."""
         self._own(module.register_forward_hook(fn, with_kwargs=with_kwargs))
 
-    def _own(self, handle: torch.utils.hooks.RemovableHandle) -> None:
+    def replace_submodule(self, parent: nn.Module, name: str, replacement: nn.Module) -> None:
+        """Put `replacement` in place of `parent.<name>` (a child module, or an index of an `nn.ModuleList`) for as
+        long as the method being attached is active; the original is put back on its exit or failed entry.
+
+        This is how a method changes what a block computes (the STC-Cacher's selective encoder layers) without
+        patching any class: the replacement is a module of its own that holds the original.
+        """
+        original = parent[int(name)] if isinstance(parent, nn.ModuleList) else getattr(parent, name)
+        if isinstance(parent, nn.ModuleList):
+            parent[int(name)] = replacement
+        else:
+            setattr(parent, name, replacement)
+        self._own(_SwapHandle(parent, name, original, replacement))
+
+    def _own(self, handle: Any) -> None:
         if self._entering is None:
             handle.remove()
             raise RuntimeError("session hooks are added while a method attaches; later, use the listener's hook_*")
         self._entering.append(handle)
 
     def _install(self) -> None:
+        if not getattr(self.adapter, "has_language_model", True):  # a bare encoder: only its methods' own hooks
+            _SESSIONS[self.model] = self
+            return
         adapter = self.adapter
         config = adapter.text_config
         try:
@@ -238,7 +263,10 @@ class ModelSession:
             if dispatch.ROUTES.get(module) is self:
                 del dispatch.ROUTES[module]
         self._routes.clear()
-        if self._saved_impl is not None or self.adapter.text_config._attn_implementation.startswith(dispatch.PREFIX):
+        has_lm = getattr(self.adapter, "has_language_model", True)
+        if has_lm and (
+            self._saved_impl is not None or self.adapter.text_config._attn_implementation.startswith(dispatch.PREFIX)
+        ):
             self.adapter.text_config._attn_implementation = self._saved_impl
         self._saved_impl = None
         if _SESSIONS.get(self.model) is self:
@@ -251,7 +279,16 @@ class ModelSession:
         _check_token_ids(ids)
         self.inputs = {"input_ids": ids, **{k: v for k, v in kwargs.items() if k != "input_ids"}}
 
-    def _before_lm(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    def _before_lm(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
+        changed = False
+        for listener in self.listeners:
+            new = listener.transform_lm_inputs(self, kwargs)
+            if new is not None:
+                kwargs, changed = new, True
+        self._lm_call(args, kwargs)
+        return (args, kwargs) if changed else None
+
+    def _lm_call(self, args: tuple, kwargs: dict[str, Any]) -> None:
         embeds = kwargs.get("inputs_embeds")
         input_ids = kwargs.get("input_ids", args[0] if args and isinstance(args[0], torch.Tensor) else None)
         _check_token_ids(input_ids)
@@ -307,7 +344,7 @@ class ModelSession:
                 for listener in self.listeners:
                     listener.after_lm(self, call, output)
         finally:  # hold no reference to the cache or the inputs between calls
-            self.call = self.cache = self.inputs = None
+            self.call = self.cache = self.inputs = self.prompt_spans = None
 
     # -- attention (called by the registered dispatcher) ---------------------------------------------------------
     def cache_layer(self, module: nn.Module) -> Any:
@@ -356,6 +393,24 @@ class ModelSession:
     def route_of(self, module: nn.Module) -> tuple[str, int] | None:
         """`("self" | "cross", layer_idx)` for a routed attention module."""
         return self._routes.get(module)
+
+
+class _SwapHandle:
+    """Puts an original submodule back (if the replacement is still the one in place)."""
+
+    def __init__(self, parent: nn.Module, name: str, original: nn.Module, replacement: nn.Module) -> None:
+        self.parent, self.name, self.original, self.replacement = parent, name, original, replacement
+
+    def remove(self) -> None:
+        parent = self.parent
+        if parent is None:
+            return
+        if isinstance(parent, nn.ModuleList):
+            if parent[int(self.name)] is self.replacement:
+                parent[int(self.name)] = self.original
+        elif getattr(parent, self.name) is self.replacement:
+            setattr(parent, self.name, self.original)
+        self.parent = None
 
 
 def _check_token_ids(ids: Any) -> None:

@@ -138,6 +138,17 @@ class PressListener(Listener):
 
     # -- planning ------------------------------------------------------------------------------------------------
     def _make_plan(self, session: ModelSession, call: LMCall) -> PrefillPlan:
+        device = _device_of(session)
+        if session.prompt_spans is not None:  # a method changed the prompt's tokens and says where the media are
+            mask = call.attention_mask
+            valid = (
+                mask.to(device).bool()
+                if isinstance(mask, torch.Tensor) and mask.shape == (call.batch_size, call.num_tokens)
+                else torch.ones(call.batch_size, call.num_tokens, dtype=torch.bool, device=device)
+            )
+            _check_left_padding(valid)
+            self._input_ids, self._valid = call.input_ids, valid
+            return make_plan(self.press, list(session.prompt_spans), valid, self.num_kv_heads, device)
         inputs = session.inputs
         ids = inputs.get("input_ids") if inputs is not None else None
         if not (
@@ -147,7 +158,6 @@ class PressListener(Listener):
         mask = inputs.get("attention_mask") if inputs is not None else None
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
             mask = call.attention_mask
-        device = _device_of(session)
         if isinstance(mask, torch.Tensor) and mask.shape == (call.batch_size, call.num_tokens):
             valid = mask.to(device).bool()
         else:
