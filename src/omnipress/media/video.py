@@ -1,7 +1,10 @@
 """Video reading with PyAV and the tensors video-LLMs expect.
 
-`read_video` decodes lazily and samples frames at a target rate. A file that decodes to fewer frames than its
-container declares (a copy cut short) gives a `TruncatedMediaWarning`; one that decodes to none raises `ValueError`.
+`read_video` decodes lazily and samples frames at a target rate, from a file (its own timestamps, an optional
+`[start, end)` window reached by seeking) or from a live source: any iterable of frames, or a URL / device / pipe
+that PyAV opens (wall-clock timestamps). A file that decodes to fewer frames than its container declares (a copy
+cut short) gives a `TruncatedMediaWarning`; one that decodes to none raises `ValueError`. A live PyAV source that
+stops with an error after some frames ends the iteration with a `StreamInterruptedWarning`.
 The tensor helpers build the same pixel layout as the `transformers` video processors (which need torchvision,
 unavailable here): Qwen-VL / Qwen2.5-Omni patches and LLaVA-OneVision frame stacks.
 """
@@ -9,9 +12,13 @@ unavailable here): Qwen-VL / Qwen2.5-Omni patches and LLaVA-OneVision frame stac
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import re
+import stat
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +33,20 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _MISSING_FRAMES = 2  # decoded frames may fall this short of the declared count before a file counts as truncated
 _MISSING_SECONDS = 0.5  # decoded video may end this much before the declared duration (or 2 frames, if longer)
+_EPS = 1e-6  # seconds: timestamps this close count as equal
+_URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]*://|pipe:)")  # rtsp://, http://, file://, ..., pipe:0
+_USERINFO = re.compile(r"(?<=://)[^/@]*@")  # rtsp://user:password@host -> kept out of messages
+
+Frame = Image.Image | np.ndarray
+"""A live frame: an image (converted to RGB) or an `(H, W, 3)` uint8 RGB array."""
 
 
 class TruncatedMediaWarning(UserWarning):
     """A media file decoded to less than its container declares (frames and seconds read vs declared)."""
+
+
+class StreamInterruptedWarning(UserWarning):
+    """A live video source failed after some frames were read; the iteration ended there."""
 
 
 @dataclass(frozen=True)
@@ -47,55 +64,158 @@ class _Declared:
         return " / ".join(parts) or "no length"
 
 
+class _Window:
+    """Which timestamps to keep: those in `[start, end)`, at most one per `1 / fps` step of a grid from `start`."""
+
+    def __init__(self, fps: float | None, start: float | None, end: float | None) -> None:
+        self.fps, self.start, self.end = fps, start or 0.0, end
+        self.next_time = self.start
+
+    def ended(self, t: float) -> bool:
+        return self.end is not None and t + _EPS >= self.end
+
+    def keep(self, t: float) -> bool:
+        if t + _EPS < self.next_time:
+            return False
+        if self.fps is not None:
+            self.next_time = self.start + (math.floor((t - self.start) * self.fps + _EPS) + 1) / self.fps
+        return True
+
+
 def read_video(
-    path: str | os.PathLike, *, fps: float | None = None, max_frames: int | None = None
+    source: str | os.PathLike | Iterable[Frame | tuple[float, Frame]],
+    *,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    live: bool | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    format: str | None = None,
+    options: Mapping[str, str] | None = None,
+    timeout: float | tuple[float, float] | None = None,
 ) -> Iterator[tuple[float, Image.Image]]:
     """Decode a video lazily into `(timestamp_seconds, RGB PIL frame)` pairs.
 
     Parameters
     ----------
-    path:
-        Any container/codec FFmpeg (PyAV) can read.
+    source:
+        A file path (any container/codec FFmpeg reads); a URL PyAV opens (``rtsp://``, ``http://``, ``file://``,
+        ``pipe:0``, ...), a FIFO or a device node, read live; or an iterable of live frames: PIL images, `(H, W, 3)`
+        uint8 RGB arrays, or `(seconds, frame)` pairs.
     fps:
-        Sampling rate. `None` yields every decoded frame; otherwise the first frame at or after each multiple of
-        `1 / fps` seconds (timestamps relative to the stream start), so a 79.5 s clip gives 80 frames at `fps=1`.
+        Sampling rate. `None` yields every frame; otherwise the first frame at or after each `start + k / fps`
+        seconds (so a 79.5 s clip gives 80 frames at `fps=1`); frames that come faster are dropped.
     max_frames:
         Stop after this many frames.
+    start, end:
+        Keep only frames with `start <= t < end` (seconds, the same timeline as the timestamps). A file is seeked
+        to the key frame before `start` and decoded forward; `end` past the end of the video just ends. `None`:
+        from the beginning / to the end.
+    live:
+        `None` (default): URLs, FIFOs, devices and iterables are live, file paths are not. `True` reads a path
+        live; `False` reads a URL as a file (its own timestamps, seeking, truncation check).
+    clock:
+        Seconds of a monotonic clock (live sources only; inject a fake one in tests).
+    format, options, timeout:
+        Passed to `av.open` (e.g. ``format="v4l2"`` for a camera, ``options={"rtsp_transport": "tcp"}``,
+        ``timeout=5.0`` seconds to wait for a network source).
+
+    Returns
+    -------
+    Iterator[tuple[float, Image.Image]]
+        For a file: seconds from the start of the file (`start=10` gives timestamps from 10). For a live source:
+        wall-clock seconds (`clock`) since `read_video` opened it, or the given seconds of `(seconds, frame)`
+        pairs. A live source that ends ends the iteration.
 
     Warns
     -----
     TruncatedMediaWarning
-        When decoding reaches the end of the file with fewer frames (or seconds) than the container declares: the
-        file was cut short. Checked only when the whole file is decoded (not after `max_frames`), and only for
-        containers that declare a length (MP4, AVI, Matroska/WebM do; MPEG-TS and raw streams do not).
+        When decoding reaches the end of a file with fewer frames (or seconds) than the container declares: the
+        file was cut short. Checked only when the file is decoded to its end (not after `max_frames` or `end`),
+        and only for containers that declare a length (MP4, AVI, Matroska/WebM do; MPEG-TS and raw streams do not).
+    StreamInterruptedWarning
+        A live PyAV source failed after frames were read (a network stream that broke off).
 
     Raises
     ------
     FileNotFoundError
         The file does not exist.
     ValueError
-        The file cannot be opened or decoded as video, or decodes to no frame (the message names the file), or a bad
-        argument. Raised when iteration starts for problems found while decoding.
+        The source cannot be opened or decoded as video, or a file decodes to no frame (the message names the
+        source), or a bad argument (`start >= end`, negative times, `start` past a file's declared end). Raised when
+        iteration starts for problems found while decoding.
+    TypeError
+        `source` is none of the above, or a live item is not a frame.
     MissingExtraError
-        PyAV is not installed (the message names the ``media`` extra).
+        PyAV is needed (files, URLs) and not installed (the message names the ``media`` extra).
+
+    Notes
+    -----
+    An exception raised by a live iterable propagates unchanged, with a note naming the source and how many frames
+    it had given (Python 3.11+ shows notes).
     """
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None, got {fps!r}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    av = require("av", extra="media", purpose="reading video")
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"{name} must be >= 0 seconds or None, got {value!r}")
+    if end is not None and (start or 0.0) >= end:
+        raise ValueError(f"start must be before end, got start={start or 0.0!r} >= end={end!r}")
+    window = _Window(fps, start, end)
 
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        is_url = bool(_URL.match(text))
+        if live is None:
+            live = is_url or _is_stream_node(text)
+        if not is_url and not live and not Path(text).is_file():
+            raise FileNotFoundError(f"video file not found: {text}")
+        name = _USERINFO.sub("***@", text)
+        av = require("av", extra="media", purpose="reading video")
+        try:
+            container = av.open(text, format=format, options=dict(options or {}), timeout=timeout)
+        except (av.error.FFmpegError, OSError) as err:
+            message = _USERINFO.sub("***@", f"cannot open video {text}: {err}")
+            raise ValueError(message) from (err if name == text else None)  # no password in the chained error
+        if not container.streams.video:
+            container.close()
+            raise ValueError(f"{name} has no video stream")
+        if live:
+            return _decode_live(av, container, name, window, max_frames, clock, clock())
+        declared = _declared(container)
+        if start is not None and declared.seconds is not None and start >= declared.seconds:
+            container.close()
+            raise ValueError(f"start={start} s is at or past the end of {name} ({declared.describe()})")
+        return _decode_frames(av, container, name, declared, window, start, max_frames)
+
+    if isinstance(source, (bytes, Image.Image)) or (isinstance(source, np.ndarray) and source.ndim != 4):
+        raise TypeError(f"source must be a path, a URL or an iterable of frames, got {type(source).__name__}")
     try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as err:
-        raise ValueError(f"cannot open video {path}: {err}") from err
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"{path} has no video stream")
-    return _decode_frames(av, container, path, fps, max_frames)
+        items = iter(source)
+    except TypeError:
+        raise TypeError(f"source must be a path, a URL or an iterable of frames, got {type(source).__name__}") from None
+    if live is False:
+        raise ValueError("an iterable of frames is always read live; live=False is for paths and URLs")
+    return _iterate_live(items, _describe(source), window, max_frames, clock, clock())
+
+
+def _is_stream_node(path: str) -> bool:
+    """A FIFO or a device node (read live), not a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _describe(source: object) -> str:
+    """A live iterable's name for messages: `generator frames` (its function), else its type (`list`)."""
+    if hasattr(source, "gi_code"):
+        return f"generator {source.__qualname__}"  # type: ignore[attr-defined]
+    return type(source).__name__
 
 
 def _declared(container: Any) -> _Declared:
@@ -113,68 +233,209 @@ def _declared(container: Any) -> _Declared:
     return _Declared(frames, None, rate)
 
 
+def _origin(container: Any, stream: Any) -> float | None:
+    """The file's time 0 in the stream's clock: the stream's start time, else the container's, else unknown."""
+    if stream.start_time is not None and stream.time_base:
+        return float(stream.start_time * stream.time_base)
+    if container.start_time is not None:
+        return container.start_time / 1_000_000
+    return None
+
+
+def _frames_from(av: Any, container: Any, stream: Any, target: float | None) -> Iterator[Any]:
+    """Decoded frames from the key frame at or before `target` seconds of the stream's clock (`None`: the start).
+
+    Falls back to decoding from the start where the container cannot seek or lands past `target`.
+    """
+    if target is not None and stream.time_base:
+        try:
+            container.seek(math.floor((target - _EPS) / stream.time_base), stream=stream, backward=True)
+        except av.error.FFmpegError:
+            pass  # not seekable: the position has not moved
+        else:
+            frames = container.decode(stream)
+            first = next(frames, None)
+            if first is not None and (first.time is None or first.time <= target + _EPS):
+                yield first
+                yield from frames
+                return
+            container.seek(0)  # landed past the target (or at the end): back to the start
+    yield from container.decode(stream)
+
+
 def _decode_frames(
-    av: Any, container: Any, path: Path, fps: float | None, max_frames: int | None
+    av: Any,
+    container: Any,
+    name: str,
+    declared: _Declared,
+    window: _Window,
+    start: float | None,
+    max_frames: int | None,
 ) -> Iterator[tuple[float, Image.Image]]:
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    declared = _declared(container)
-    start: float | None = None
+    origin = _origin(container, stream)
+    seek = start is not None and start > 0
+    if seek and origin is None:
+        origin = 0.0
     last = 0.0
-    next_time = 0.0
     produced = 0
-    decoded = 0
+    decoded = 0  # frames decoded in the window, or all decoded frames without `start`
+    seen = timed = False  # any frame decoded at all, any with a timestamp
     try:
         try:
-            for frame in container.decode(stream):
-                decoded += 1
+            for frame in _frames_from(av, container, stream, origin + start if seek else None):
+                seen = True
                 if frame.time is None:
+                    if start is None:
+                        decoded += 1
                     continue
-                if start is None:
-                    start = frame.time
-                t = last = frame.time - start
-                if fps is not None:
-                    if t + 1e-6 < next_time:
-                        continue
-                    next_time = (math.floor(t * fps + 1e-6) + 1) / fps
+                if origin is None or (not seek and not timed and frame.time < origin):
+                    origin = frame.time  # no declared start, or the first frame comes before it
+                timed = True
+                t = frame.time - origin
+                if t + _EPS < window.start:
+                    continue
+                if window.ended(t):
+                    return
+                decoded += 1
+                last = t
+                if not window.keep(t):
+                    continue
                 yield t, frame.to_image().convert("RGB")
                 produced += 1
                 if max_frames is not None and produced >= max_frames:
                     return
         except av.error.FFmpegError as err:
-            raise ValueError(f"cannot decode video {path}: {err}") from err
-        if produced == 0:
+            raise ValueError(f"cannot decode video {name}: {err}") from err
+        if not seen:
             raise ValueError(
-                f"no video frame could be decoded from {path} (the container declares {declared.describe()}); the "
+                f"no video frame could be decoded from {name} (the container declares {declared.describe()}); the "
                 "file is empty, truncated or damaged"
             )
-        _warn_if_truncated(path, declared, decoded, last)
+        _warn_if_truncated(name, declared, decoded, last, start)
     finally:
         container.close()
 
 
-def _warn_if_truncated(path: Path, declared: _Declared, decoded: int, last_time: float) -> None:
+def _warn_if_truncated(name: str, declared: _Declared, decoded: int, last_time: float, start: float | None) -> None:
     """Warn when a fully decoded stream ended before the declared duration (or, without one, frame count).
 
     Time is compared first: some files (AVI with dropped frames) declare frames that are never stored, yet cover
     their whole duration.
     """
     step = 1.0 / declared.rate if declared.rate else 0.0
-    read_seconds = last_time + step  # the last frame lasts one frame interval
+    read_seconds = max(last_time + step, start or 0.0)  # the last frame lasts one frame interval
     if declared.seconds is not None:
         short = read_seconds < declared.seconds - max(_MISSING_SECONDS, _MISSING_FRAMES * step)
-    elif declared.frames is not None:
+    elif declared.frames is not None and start is None:
         short = decoded < declared.frames - _MISSING_FRAMES
     else:
         return  # nothing declared (MPEG-TS, raw streams): nothing to compare with
     if short:
         frames = f"{decoded} frame" + ("" if decoded == 1 else "s")
+        read = (
+            f"{frames} ({read_seconds:.1f} s)"
+            if start is None
+            else f"up to {read_seconds:.1f} s ({frames} from {start:.1f} s)"
+        )
         warnings.warn(
-            f"{path}: truncated video: decoded {frames} ({read_seconds:.1f} s) of the {declared.describe()} that the "
-            "container declares; the rest of the file is missing",
+            f"{name}: truncated video: decoded {read} of the {declared.describe()} that the container declares; the "
+            "rest of the file is missing",
             TruncatedMediaWarning,
             stacklevel=3,
         )
+
+
+def _decode_live(
+    av: Any,
+    container: Any,
+    name: str,
+    window: _Window,
+    max_frames: int | None,
+    clock: Callable[[], float],
+    opened: float,
+) -> Iterator[tuple[float, Image.Image]]:
+    stream = container.streams.video[0]
+    produced = decoded = 0
+    t = 0.0
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            t = clock() - opened
+            if t + _EPS < window.start:
+                continue
+            if window.ended(t):
+                return
+            if not window.keep(t):
+                continue
+            yield t, frame.to_image().convert("RGB")
+            produced += 1
+            if max_frames is not None and produced >= max_frames:
+                return
+    except av.error.FFmpegError as err:
+        if decoded == 0:
+            raise ValueError(f"cannot decode video {name}: {err}") from err
+        warnings.warn(
+            f"{name}: live video stopped after {decoded} frames ({t:.1f} s): {err}; iteration ended",
+            StreamInterruptedWarning,
+            stacklevel=2,
+        )
+    finally:
+        container.close()
+
+
+def _iterate_live(
+    items: Iterator[Any],
+    name: str,
+    window: _Window,
+    max_frames: int | None,
+    clock: Callable[[], float],
+    opened: float,
+) -> Iterator[tuple[float, Image.Image]]:
+    produced = received = 0
+    t: float | None = None
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except Exception as err:
+            since = "" if t is None else f", the last at {t:.2f} s"
+            note = f"raised by the live video source {name} after {received} frames{since}"
+            if hasattr(err, "add_note"):  # Python 3.11+
+                err.add_note(note)
+            raise
+        received += 1
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], numbers.Real):
+            t, frame = float(item[0]), item[1]
+        else:
+            t, frame = clock() - opened, item
+        if t + _EPS < window.start:
+            continue
+        if window.ended(t):
+            return
+        if not window.keep(t):
+            continue
+        yield t, _as_image(frame, name, received)
+        produced += 1
+        if max_frames is not None and produced >= max_frames:
+            return
+
+
+def _as_image(frame: Any, name: str, index: int) -> Image.Image:
+    if isinstance(frame, Image.Image):
+        return frame.convert("RGB")
+    if isinstance(frame, np.ndarray):
+        if frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8:
+            return Image.fromarray(frame)
+        raise ValueError(
+            f"frame {index} of {name}: arrays must be (H, W, 3) uint8 RGB, got shape {frame.shape} {frame.dtype}"
+        )
+    raise TypeError(
+        f"frame {index} of {name}: expected a PIL image, an (H, W, 3) uint8 array or a (seconds, frame) pair, got "
+        f"{type(frame).__name__}"
+    )
 
 
 def frames_to_tensor(frames: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
