@@ -8,6 +8,8 @@ interrupted run resumes where it stopped::
     python benchmarks/kv_compression.py --quick              # ~2 min smoke version
     python benchmarks/kv_compression.py --context-tokens 4096 2048 --repeats 5 --out results.json
     python benchmarks/kv_compression.py --report-only --out results.json    # re-print the tables
+    python benchmarks/kv_compression.py --sections niah --niah-context-tokens 2048 --niah-modes query-aware \
+        --niah-sets pyref:passcode harvard:magic pyref:magic --torch-threads 1    # ~35 min: 3 needle sets side by side
 
 Sections
 --------
@@ -27,7 +29,13 @@ Sections
     greedy answer. Query-aware: the question is part of the compressed prompt. Query-agnostic: the context is
     compressed first, the question appended afterwards (kvpress's default). Each prompt costs one prefill
     (`omnipress.kv.session.capture_prefill`); every press and budget is then applied to the captured
-    queries/keys/values (`compress_captured`, identical to compressing inside the forward).
+    queries/keys/values (`compress_captured`, identical to compressing inside the forward). ``--niah-sets`` picks
+    haystack texts and needle sets (``HAYSTACK:NEEDLES``; default ``pyref:passcode``, the one above) and reports them
+    side by side with the range between sets. Haystacks: ``pyref`` (the Python language reference, technical prose)
+    and ``harvard`` (the 20 Harvard sentences of lists 1-2, public domain, in shuffled repetition: short everyday
+    sentences). Needles: ``passcode`` (above: 4 digits, city keys) and ``magic`` (RULER's single-needle template, "One
+    of the special magic numbers for <word-word> is: <7 digits>.", asked "What is the special magic number for
+    <word-word> mentioned in the provided text?").
 ``vlm``
     Tiny random-weight Qwen2-VL (image + video) and LLaVA-OneVision (anyres image) built from configs, fed real
     photographs and video frames: prefill time, KV bytes and the entries kept per modality span.
@@ -35,9 +43,11 @@ Sections
 Design choices (ambiguities of the issue, resolved here)
 --------------------------------------------------------
 - Context length counts the whole prompt (chat template, needle and question included); the haystack is filled
-  paragraph by paragraph up to it, so prompts are a few tokens shorter than the nominal length.
+  with as many whole sentences as fit, so prompts are a few tokens shorter than the nominal length. (The first version
+  of this script stopped up to one token per sentence short, 2-3% at 2k tokens; its `niah` keys lack ``fill=2``.)
 - The assistant turn starts with the answer prefix "The secret pass code for <city> is" (kvpress's NIAH
-  ``answer_prefix`` idea); without it the 135M model often answers with a colon and a newline instead of a number.
+  ``answer_prefix`` idea; ``magic``: "The special magic number for <key> mentioned in the provided text is"); without
+  it the 135M model often answers with a colon and a newline instead of a number.
   Greedy decoding stops at end-of-turn, once a number has been completed, or after ``--max-new-tokens`` (12).
 - Decoding after kvpress presses passes explicit ``position_ids`` (as kvpress's pipeline does: its compressed
   cache is shorter than the prompt); omnipress continues positions by itself.
@@ -87,6 +97,43 @@ NEEDLES = (
     ("Osaka", "2968"),
     ("Quito", "6173"),
     ("Tallinn", "5096"),
+)
+# Second needle set: RULER's single-needle template (Hsieh et al. 2024, "niah_single") with hyphenated word keys and
+# 7-digit values, instead of city pass codes with 4 digits.
+MAGIC_NEEDLES = (
+    ("amber-falcon", "7391642"),
+    ("quiet-harbor", "2084571"),
+    ("silver-orchard", "5613908"),
+    ("rusty-compass", "9842135"),
+    ("velvet-glacier", "3250786"),
+)
+# Harvard sentences, lists 1 and 2 (IEEE Recommended Practice for Speech Quality Measurements, 1969; public domain),
+# the transcripts of the project's shared speech clips: short everyday sentences, unlike the language reference.
+HARVARD_SENTENCES = (
+    (
+        "The birch canoe slid on the smooth planks.",
+        "Glue the sheet to the dark blue background.",
+        "It's easy to tell the depth of a well.",
+        "These days a chicken leg is a rare dish.",
+        "Rice is often served in round bowls.",
+        "The juice of lemons makes fine punch.",
+        "The box was thrown beside the parked truck.",
+        "The hogs were fed chopped corn and garbage.",
+        "Four hours of steady work faced us.",
+        "A large size in stockings is hard to sell.",
+    ),
+    (
+        "The boy was there when the sun rose.",
+        "A rod is used to catch pink salmon.",
+        "The source of the huge river is the clear spring.",
+        "Kick the ball straight and follow through.",
+        "Help the woman get back to her feet.",
+        "A pot of tea helps to pass the evening.",
+        "Smoky fires lack flame and heat.",
+        "The soft cushion broke the man's fall.",
+        "The salt breeze came across from the sea.",
+        "The girl at the booth sold fifty bonds.",
+    ),
 )
 SCHEMA = 1
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
@@ -319,7 +366,7 @@ def greedy_steps(
         if explicit_positions:
             kwargs["position_ids"] = torch.tensor([[start_position + len(tokens) - 1]], device=device)
         start = time.perf_counter()
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
+        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1, **kwargs)
         tokens.append(int(out.logits[0, -1].argmax()))
         seconds.append(time.perf_counter() - start)
     return tokens, seconds
@@ -384,6 +431,72 @@ def overlap_stats(ours: list[list[torch.Tensor]], theirs: list[list[torch.Tensor
 
 
 # -- text prompts --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NeedleSet:
+    """A needle template (statement, question, answer prefix; `{key}`/`{value}` placeholders) and its key/values."""
+
+    statement: str
+    question: str
+    answer_prefix: str
+    items: tuple[tuple[str, str], ...]
+
+    def fill(self, template: str, key: str, value: str = "") -> str:
+        return template.format(key=key, value=value)
+
+
+NEEDLE_SETS = {
+    "passcode": NeedleSet(
+        "The secret pass code for {key} is {value}.",
+        "What is the secret pass code for {key}?",
+        "The secret pass code for {key} is",
+        NEEDLES,
+    ),
+    "magic": NeedleSet(
+        "One of the special magic numbers for {key} is: {value}.",
+        "What is the special magic number for {key} mentioned in the provided text?",
+        "The special magic number for {key} mentioned in the provided text is",
+        MAGIC_NEEDLES,
+    ),
+}
+
+
+def harvard_paragraphs(count: int = 60) -> list[str]:
+    """`count` paragraphs of Harvard sentences: paragraph i holds the ten sentences of list 1 (even i) or list 2
+    (odd i) in an order shuffled with seed i. About 100 SmolLM2 tokens each, so 60 fill more than 4k tokens."""
+    import random
+
+    paragraphs = []
+    for i in range(count):
+        sentences = list(HARVARD_SENTENCES[i % 2])
+        random.Random(i).shuffle(sentences)
+        paragraphs.append(" ".join(sentences))
+    return paragraphs
+
+
+HAYSTACK_TEXTS: dict[str, Callable[[], list[str]]] = {
+    "pyref": _common.reference_paragraphs,  # technical prose: the Python language reference (`pydoc_data.topics`)
+    "harvard": harvard_paragraphs,  # short everyday sentences, 20 of them in shuffled repetition
+}
+DEFAULT_NIAH_SET = "pyref:passcode"
+NIAH_FILL = 2  # prompt builder version in the result keys: 2 fills up to the nominal length (1 stopped a bit short)
+
+
+def legacy_niah_key(key: str) -> str:
+    """The key the first version of this script gave a `niah` section of the default set (for `--report-only`)."""
+    return key.replace(f"|set={DEFAULT_NIAH_SET}|fill={NIAH_FILL}", "")
+
+
+def parse_niah_set(name: str) -> tuple[str, str]:
+    """`"haystack:needles"` -> (haystack text name, needle set name), both checked."""
+    haystack, _, needles = name.partition(":")
+    if haystack not in HAYSTACK_TEXTS or needles not in NEEDLE_SETS:
+        raise ValueError(
+            f"unknown needle-in-a-haystack set {name!r}: use HAYSTACK:NEEDLES with HAYSTACK in "
+            f"{sorted(HAYSTACK_TEXTS)} and NEEDLES in {sorted(NEEDLE_SETS)}"
+        )
+    return haystack, needles
+
+
 @dataclass
 class TextPrompt:
     """One needle-in-a-haystack prompt: `ids` = context part + query part (question, chat suffix, answer prefix)."""
@@ -391,7 +504,7 @@ class TextPrompt:
     ids: torch.Tensor  # (1, N)
     query_start: int
     answer: str
-    city: str
+    key: str
     depth: float
 
     @property
@@ -407,17 +520,26 @@ class Haystack:
     """Builds needle prompts of a given total length over a fixed stretch of real prose.
 
     The haystack is the first sentences of `paragraphs` (default: `_common.reference_paragraphs()`), as many as fit;
-    the needle goes between two sentences at the requested depth.
+    the needle (`needle_set`'s template, default: the pass codes) goes between two sentences at the requested depth.
     """
 
-    def __init__(self, tokenizer: Any, paragraphs: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, tokenizer: Any, paragraphs: Sequence[str] | None = None, needle_set: NeedleSet | None = None
+    ) -> None:
         self.tokenizer = tokenizer
+        self.needle_set = needle_set or NEEDLE_SETS["passcode"]
         paragraphs = list(paragraphs) if paragraphs is not None else _common.reference_paragraphs()
         self.sentences: list[tuple[str, bool]] = []  # (sentence, last of its paragraph)
         for paragraph in paragraphs:
             parts = [x for x in re.split(r"(?<=[.!?])\s+(?=[A-Z\"(])", paragraph) if x]
             self.sentences += [(x, i == len(parts) - 1) for i, x in enumerate(parts)]
         self._lengths: list[int] | None = None
+
+    @classmethod
+    def for_set(cls, tokenizer: Any, name: str) -> Haystack:
+        """The haystack of a `"haystack:needles"` set name (see `HAYSTACK_TEXTS`, `NEEDLE_SETS`)."""
+        text, needles = parse_niah_set(name)
+        return cls(tokenizer, HAYSTACK_TEXTS[text](), NEEDLE_SETS[needles])
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -432,26 +554,27 @@ class Haystack:
     def _join(sentences: Sequence[tuple[str, bool]]) -> str:
         return "".join(x + ("\n" if last else " ") for x, last in sentences).rstrip()
 
-    def _render(self, count: int, depth: float, city: str, code: str) -> TextPrompt:
-        needle = (f"The secret pass code for {city} is {code}.", False)
+    def _render(self, count: int, depth: float, key: str, value: str) -> TextPrompt:
+        needles = self.needle_set
+        needle = (needles.fill(needles.statement, key, value), False)
         chosen = self.sentences[:count]
         position = round(depth * len(chosen))
         context = self._join([*chosen[:position], needle, *chosen[position:]])
-        question = f"What is the secret pass code for {city}?"
+        question = needles.fill(needles.question, key)
         messages = [{"role": "user", "content": f"{context}\n\n{question}"}]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        text += f"The secret pass code for {city} is"
+        text += needles.fill(needles.answer_prefix, key)
         split = text.index(f"\n\n{question}")
         context_ids, query_ids = self._encode(text[:split]), self._encode(text[split:])
         ids = torch.tensor([context_ids + query_ids])
-        return TextPrompt(ids, len(context_ids), code, city, depth)
+        return TextPrompt(ids, len(context_ids), value, key, depth)
 
-    def prompt(self, total_tokens: int, depth: float, city: str, code: str) -> TextPrompt:
-        """The prompt with the needle at `depth` (0 = first sentence, 1 = just before the question), as long as
-        possible but at most `total_tokens` tokens."""
+    def prompt(self, total_tokens: int, depth: float, key: str, value: str) -> TextPrompt:
+        """The prompt with the needle `key` -> `value` at `depth` (0 = first sentence, 1 = just before the question),
+        as long as possible but at most `total_tokens` tokens."""
         if not 0.0 <= depth <= 1.0:
             raise ValueError(f"depth must lie in [0, 1], got {depth}")
-        overhead = self._render(0, depth, city, code).ids.shape[1]
+        overhead = self._render(0, depth, key, value).ids.shape[1]
         if overhead > total_tokens:
             raise ValueError(f"{total_tokens} tokens cannot hold the needle, question and chat template ({overhead})")
         budget = total_tokens - overhead
@@ -462,11 +585,18 @@ class Haystack:
             count, used = count + 1, used + length
         else:
             raise ValueError(f"not enough text for {total_tokens} tokens ({used + overhead} available)")
-        while True:
-            prompt = self._render(count, depth, city, code)
-            if prompt.ids.shape[1] <= total_tokens or count == 0:
+        # The estimate counts one separator token per sentence, but BPE merges a space into the next word: grow while
+        # the rendered prompt fits (short sentences would otherwise leave ~1 token per sentence unused), then shrink.
+        prompt = self._render(count, depth, key, value)
+        while prompt.ids.shape[1] <= total_tokens and count < len(self.sentences):
+            longer = self._render(count + 1, depth, key, value)
+            if longer.ids.shape[1] > total_tokens:
                 return prompt
+            prompt, count = longer, count + 1
+        while prompt.ids.shape[1] > total_tokens and count > 0:
             count -= 1
+            prompt = self._render(count, depth, key, value)
+        return prompt
 
 
 def needle_depths(count: int) -> list[float]:
@@ -596,7 +726,8 @@ def run_niah(
     mode: str,
     budgets: Sequence[int],
     depths: Sequence[float],
-    needles: Sequence[tuple[str, str]],
+    needles: Sequence[tuple[str, str]] | None = None,
+    niah_set: str = DEFAULT_NIAH_SET,
     max_new_tokens: int = 12,
     done: dict[str, Any] | None = None,
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
@@ -604,20 +735,23 @@ def run_niah(
 ) -> dict[str, Any]:
     """Needle-in-a-haystack accuracy of every configuration, one prefill per prompt (see module docstring).
 
-    `done` holds the per-prompt results of an interrupted run (they are kept, not recomputed); `checkpoint` is
-    called with the partial result after every prompt.
+    `niah_set` names the haystack text and needle set (`"haystack:needles"`, see `HAYSTACK_TEXTS`, `NEEDLE_SETS`);
+    `needles` are its (key, value) pairs to place (default: all of the set's). `done` holds the per-prompt results of
+    an interrupted run (they are kept, not recomputed); `checkpoint` is called with the partial result after every
+    prompt.
     """
     if mode not in ("query-aware", "query-agnostic"):
         raise ValueError(f"mode must be 'query-aware' or 'query-agnostic', got {mode!r}")
-    haystack = Haystack(tokenizer)
+    haystack = Haystack.for_set(tokenizer, niah_set)
+    needles = haystack.needle_set.items if needles is None else needles
     specs = omnipress_specs(budgets)
     stop = answer_complete(tokenizer)
     result = dict(done) if done else {"prompts": []}
     prompts = [(d, c, a) for d in depths for c, a in needles]
-    for index, (depth, city, code) in enumerate(prompts):
+    for index, (depth, key, code) in enumerate(prompts):
         if index < len(result["prompts"]):
             continue
-        prompt = haystack.prompt(context_tokens, depth, city, code)
+        prompt = haystack.prompt(context_tokens, depth, key, code)
         prefix = prompt.ids if mode == "query-aware" else prompt.context_ids
         start = time.perf_counter()
         capture, out = capture_prefill(model, input_ids=prefix, logits_to_keep=1)
@@ -639,7 +773,7 @@ def run_niah(
                         first = int(out.logits[0, -1].argmax())
                     else:
                         query = prompt.query_ids
-                        step = model(input_ids=query, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                        step = model(input_ids=query, cache=cache, use_cache=True, logits_to_keep=1)
                         first = int(step.logits[0, -1].argmax())
                     tokens, _ = greedy_steps(
                         model,
@@ -656,7 +790,7 @@ def run_niah(
         result["prompts"].append(
             {
                 "depth": depth,
-                "city": city,
+                "key": key,
                 "code": code,
                 "prompt_tokens": prompt.ids.shape[1],
                 "prefill_s": prefill_s,
@@ -665,7 +799,7 @@ def run_niah(
         )
         found = sum(a["correct"] for a in answers.values())
         log(
-            f"  {mode} {index + 1}/{len(prompts)} depth {depth:.2f} {city}: found by {found}/{len(answers)} configs "
+            f"  {mode} {index + 1}/{len(prompts)} depth {depth:.2f} {key}: found by {found}/{len(answers)} configs "
             f"(none: {'yes' if answers['none']['correct'] else 'no'}), {time.perf_counter() - start:.1f} s"
         )
         if checkpoint is not None:
@@ -675,6 +809,7 @@ def run_niah(
         label: sum(p["answers"][label]["correct"] for p in result["prompts"]) / len(result["prompts"])
         for label in labels
     }
+    result["set"] = niah_set
     result["complete"] = True
     return result
 
@@ -868,6 +1003,36 @@ def render_niah(sections: dict[str, dict[str, Any]]) -> str:
     return out
 
 
+def render_niah_sets(sets: dict[str, dict[str, Any]]) -> str:
+    """Accuracy of every configuration on each needle-in-a-haystack set side by side, with the range between sets
+    (max - min, percentage points), plus a per-depth table of the uncompressed model and the largest budget."""
+    names = list(sets)
+    labels = [
+        label for label in next(iter(sets.values()))["accuracy"] if all(label in s["accuracy"] for s in sets.values())
+    ]
+    rows = []
+    for label in labels:
+        accuracies = [sets[name]["accuracy"][label] for name in names]
+        hits = [sum(p["answers"][label]["correct"] for p in sets[name]["prompts"]) for name in names]
+        cells = [f"{_pct(a)} ({h}/{len(sets[name]['prompts'])})" for a, h, name in zip(accuracies, hits, names)]
+        rows.append([label, *cells, f"{100 * (max(accuracies) - min(accuracies)):.1f}"])
+    out = markdown_table(["config", *names, "range (pp)"], rows)
+    largest = max((label.rsplit("b=", 1)[1] for label in labels if "b=" in label), key=int, default=None)
+    picked = [label for label in labels if label == "none" or label.endswith(f" b={largest}")]
+    depths = sorted({p["depth"] for s in sets.values() for p in s["prompts"]})
+    rows = []
+    for label in picked:
+        for name in names:
+            cells = []
+            for d in depths:
+                hits = [p["answers"][label]["correct"] for p in sets[name]["prompts"] if p["depth"] == d]
+                cells.append(f"{sum(hits)}/{len(hits)}")
+            rows.append([label, name, *cells])
+    out += "\n\nPer depth (needles found / needles):\n\n"
+    out += markdown_table(["config", "set", *(f"{d:.2f}" for d in depths)], rows)
+    return out
+
+
 def render_vlm(section: dict[str, Any]) -> str:
     rows = section["rows"]
     modalities = next((r["modality_tokens"] for r in rows.values() if "modality_tokens" in r), {})
@@ -991,6 +1156,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decode-tokens", type=int, default=None, help="tokens decoded for ms/token (default 16)")
     p.add_argument("--depths", type=int, default=None, help="needle depths (default 10)")
     p.add_argument("--needles", type=int, default=None, help=f"needles per depth (default 3, max {len(NEEDLES)})")
+    p.add_argument(
+        "--niah-sets",
+        nargs="+",
+        default=[DEFAULT_NIAH_SET],
+        metavar="HAYSTACK:NEEDLES",
+        help=f"haystack texts and needle sets of `niah`, reported side by side with their spread (default "
+        f"{DEFAULT_NIAH_SET}; haystacks: {', '.join(HAYSTACK_TEXTS)}; needles: {', '.join(NEEDLE_SETS)})",
+    )
+    p.add_argument(
+        "--niah-modes",
+        nargs="+",
+        default=["query-aware", "query-agnostic"],
+        choices=["query-aware", "query-agnostic"],
+        help="prompt modes of `niah` (default both)",
+    )
+    p.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--max-new-tokens", type=int, default=12, help="answer length cap in the haystack test")
     p.add_argument("--sections", nargs="+", default=["speed", "niah", "vlm"], choices=["speed", "niah", "vlm"])
     p.add_argument("--skip-kvpress", action="store_true", help="do not run kvpress side by side")
@@ -1005,8 +1186,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.decode_tokens = args.decode_tokens if args.decode_tokens is not None else (4 if quick else 16)
     args.depths = args.depths or (3 if quick else 10)
     args.needles = args.needles or (1 if quick else 3)
-    if not 1 <= args.needles <= len(NEEDLES):
-        p.error(f"--needles must lie in [1, {len(NEEDLES)}]")
+    for name in args.niah_sets:
+        try:
+            parse_niah_set(name)
+        except ValueError as error:
+            p.error(str(error))
+    args.niah_sets = list(dict.fromkeys(args.niah_sets))
+    most = min(len(NEEDLE_SETS[parse_niah_set(name)[1]].items) for name in args.niah_sets)
+    if not 1 <= args.needles <= most:
+        p.error(f"--needles must lie in [1, {most}]")
     if min(args.budgets) < WINDOW:
         p.error(f"budgets include the {WINDOW}-entry observation window and must be >= {WINDOW}")
     return args
@@ -1019,11 +1207,12 @@ def section_keys(args: argparse.Namespace) -> dict[str, Any]:
     for n in args.speed_context_tokens:
         keys["speed"][n] = f"v{SCHEMA}|speed|n={n}|b={budgets}|r={args.repeats}|d={args.decode_tokens}|kvpress={kv}"
     for n in args.niah_context_tokens:
-        for mode in ("query-aware", "query-agnostic"):
-            keys["niah"][(n, mode)] = (
-                f"v{SCHEMA}|niah|n={n}|{mode}|b={budgets}|depths={args.depths}|needles={args.needles}"
-                f"|max_new={args.max_new_tokens}"
-            )
+        for mode in args.niah_modes:
+            for name in args.niah_sets:
+                keys["niah"][(n, mode, name)] = (
+                    f"v{SCHEMA}|niah|n={n}|{mode}|b={budgets}|depths={args.depths}|needles={args.needles}"
+                    f"|max_new={args.max_new_tokens}|set={name}|fill={NIAH_FILL}"
+                )
     for family in ("qwen2_vl", "llava_onevision"):
         keys["vlm"][family] = f"v{SCHEMA}|vlm|{family}|b={budgets}|r={max(args.repeats, 3)}"
     return keys
@@ -1046,17 +1235,28 @@ def report(store: ResultStore, args: argparse.Namespace) -> str:
                 parts.append(f"### omnipress vs kvpress ({n}-token context)\n\n" + kv)
             elif section.get("kvpress_skipped"):
                 parts.append(f"kvpress not run: {section['kvpress_skipped']}")
-    niah = {}
-    for (n, mode), key in keys["niah"].items():
+    niah, by_setting = {}, {}
+    for (n, mode, name), key in keys["niah"].items():
         section = store.get(key)
+        if not (section and section.get("complete")) and name == DEFAULT_NIAH_SET:
+            section = store.get(legacy_niah_key(key))  # results of the first prompt builder (fill=1)
         if section and section.get("complete"):
-            niah[f"{n} tok {mode}"] = section
+            if name == DEFAULT_NIAH_SET:
+                niah[f"{n} tok {mode}"] = section
+            by_setting.setdefault((n, mode), {})[name] = section
     if niah:
         any_section = next(iter(niah.values()))
         count = len(any_section["prompts"])
         parts.append(
             f"### Needle in a haystack ({SMOLLM2_NAME}, {count} prompts per column, accuracy)\n\n" + render_niah(niah)
         )
+    for (n, mode), sets in by_setting.items():
+        if len(sets) > 1:
+            count = len(next(iter(sets.values()))["prompts"])
+            parts.append(
+                f"### Needle in a haystack across sets ({SMOLLM2_NAME}, {n} tok {mode}, {count} prompts per set)"
+                "\n\n" + render_niah_sets(sets)
+            )
     vlms = [store.get(key) for key in keys["vlm"].values() if store.get(key)]
     for section in vlms:
         parts.append(f"### {section['family']}: KV compression with real media\n\n" + render_vlm(section))
@@ -1071,6 +1271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report(store, args))
         return 0
     torch.set_grad_enabled(False)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     keys = section_keys(args)
     store.put("environment", _common.environment())
     log = functools.partial(print, flush=True)
@@ -1106,13 +1308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(render_speed(section))
     if "niah" in args.sections:
         depths = needle_depths(args.depths)
-        needles = NEEDLES[: args.needles]
-        for (n, mode), key in keys["niah"].items():
+        for (n, mode, name), key in keys["niah"].items():
+            needles = NEEDLE_SETS[parse_niah_set(name)[1]].items[: args.needles]
             previous = store.get(key)
             if previous and previous.get("complete"):
-                log(f"niah n={n} {mode}: already in {args.out}")
+                log(f"niah n={n} {mode} {name}: already in {args.out}")
                 continue
-            log(f"niah n={n} {mode}: {len(depths)} depths x {len(needles)} needles")
+            log(f"niah n={n} {mode} {name}: {len(depths)} depths x {len(needles)} needles")
             section = run_niah(
                 model,
                 tokenizer,
@@ -1121,6 +1323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 budgets=args.budgets,
                 depths=depths,
                 needles=needles,
+                niah_set=name,
                 max_new_tokens=args.max_new_tokens,
                 done=previous,
                 checkpoint=lambda partial, key=key: store.put(key, partial),

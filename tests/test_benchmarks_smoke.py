@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -58,6 +59,48 @@ def test_haystack_prompt_fits_and_splits_at_the_question(kc, llama):
     assert "The secret pass code" in tokenizer.decode(first.context_ids[0, :40])
     with pytest.raises(ValueError, match="depth"):
         haystack.prompt(900, 1.5, "Lisbon", "4721")
+
+
+def test_second_niah_set_puts_its_needle_at_the_depth_and_its_prefix_last(kc, llama):
+    _, tokenizer = llama
+    haystack = kc.Haystack.for_set(tokenizer, "harvard:magic")
+    key, value = kc.MAGIC_NEEDLES[0]
+    needle = f"One of the special magic numbers for {key} is: {value}."
+    harvard = {x for lst in kc.HARVARD_SENTENCES for x in lst}
+    for depth in (0.0, 0.5, 1.0):
+        prompt = haystack.prompt(900, depth, key, value)
+        assert 840 < prompt.ids.shape[1] <= 900  # filled up to the nominal length (~40 byte tokens a sentence)
+        context = tokenizer.decode(prompt.context_ids[0])
+        query = tokenizer.decode(prompt.query_ids[0])
+        assert context.count(needle) == 1 and "pass code" not in context
+        body = context[context.index("<|im_start|>user\n") + len("<|im_start|>user\n") :]
+        sentences = [x for x in re.split(r"(?<=[.!?])\s+", body) if x]
+        assert set(sentences) - {needle} <= harvard
+        assert sentences.index(needle) == round(depth * (len(sentences) - 1))
+        assert query.startswith(f"\n\nWhat is the special magic number for {key} mentioned in the provided text?")
+        assert query.endswith(f"The special magic number for {key} mentioned in the provided text is")
+    assert kc.parse_niah_set("pyref:magic") == ("pyref", "magic")
+    with pytest.raises(ValueError, match="HAYSTACK:NEEDLES"):
+        kc.parse_niah_set("harvard:cities")
+
+
+def test_niah_sets_are_reported_side_by_side_with_their_range(kc):
+    def section(hits: list[bool]) -> dict:
+        prompts = [
+            {"depth": d, "answers": {"none": {"correct": True}, "SnapKV b=64": {"correct": h}}}
+            for d, h in zip((0.0, 1.0), hits)
+        ]
+        accuracy = {"none": 1.0, "SnapKV b=64": sum(hits) / 2}
+        return {"prompts": prompts, "accuracy": accuracy, "complete": True}
+
+    table = kc.render_niah_sets({"pyref:passcode": section([True, True]), "harvard:magic": section([False, True])})
+    assert "| SnapKV b=64 | 100.0% (2/2) | 50.0% (1/2) | 50.0 |" in table
+    assert "| none | harvard:magic | 1/1 | 1/1 |" in table
+    args = kc.parse_args(["--niah-sets", "pyref:passcode", "harvard:magic", "--niah-modes", "query-aware"])
+    keys = kc.section_keys(args)["niah"]
+    assert len(keys) == 4 and all("|set=" in key for key in keys.values())  # 4096 and 2048 tokens x 2 sets
+    with pytest.raises(SystemExit):
+        kc.parse_args(["--niah-sets", "essays:passcode"])
 
 
 def test_text_speed_rows_bytes_and_kvpress_overlap(kc, llama):
@@ -154,3 +197,17 @@ def test_verdict_reads_interleaved_rounds(kc):
     assert kc._verdict(0.99, [1.02, 0.99, 0.98], 1.0) == "yes"
     assert kc._verdict(1.01, [1.03, 0.99, 1.01], 1.0) == "within noise"
     assert kc._verdict(1.20, [1.15, 1.20, 1.25], 1.10) == "NO"
+
+
+def test_streaming_video_runs_each_section_with_its_own_options(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("streaming_video", BENCHMARKS / "streaming_video.py")
+    sv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sv)
+    args = sv.parse_args(["--sections", "prefill", "--device", "cuda", "--prefill-args", "--frames 4 --repeats 2"])
+    assert sv.section_argv("prefill", args) == ["--device", "cuda", "--frames", "4", "--repeats", "2"]
+    out = tmp_path / "encoder.json"
+    argv = ["--sections", "encoder", "--threads", "1"]
+    argv += ["--encoder-args", f"--tiny --towers siglip --frames 2 --out {out}"]
+    assert sv.main(argv) == 0
+    assert "## Streaming video: encoder" in capsys.readouterr().out
+    assert list(json.loads(out.read_text())["towers"]) == ["siglip (2 layers)"]

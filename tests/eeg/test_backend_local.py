@@ -101,17 +101,51 @@ def test_mixkv_compresses_the_images(qwen, images):
     assert backend.describe()["press"] == "MixKV(SnapKV)"
 
 
+def _entries(cache, below: int) -> list[tuple]:
+    """Per layer and KV head: the stored columns below `below`, with their keys and values."""
+    out = []
+    for layer in cache.layers:
+        keys, values = layer.segments()
+        for k, v, c in zip(keys, values, layer.head_positions()):
+            inside = c < below
+            out.append((c[inside].clone(), k[inside].clone(), v[inside].clone()))
+    return out
+
+
 def test_mixkv_with_prefix_reuse_compresses_the_prefix_once(qwen, images):
     model, tok = qwen
     backend = LocalVLMBackend(model, tok, press=make_press("mixkv-snapkv", 48), prefix_reuse=True, max_new_tokens=4)
     first = backend.generate(_prompt(images, 0, [1, 2], [3, 4]))
+    cached = _entries(backend.session.cache, 10**9)
     second = backend.generate(_prompt(images, 5, [1, 2], [3, 4]))
-    third = backend.generate(_prompt(images, 6, [7, 2], [3, 4]))
-    assert first.info["compressed"] and second.info["compressed"]
+    third = backend.generate(_prompt(images, 6, [2, 7], [3, 4]))
+    assert first.info["compressed"] and second.info["compressed"] and third.info["compressed"]
     assert second.info["reused_tokens"] > 0 and first.info["kv_bytes"] == second.info["kv_bytes"]
     # the suffix is appended to the compressed prefix, whose ragged layers then keep spare room for decoding
     assert first.info["kv_bytes_kept"] < first.info["kv_bytes_full"] <= first.info["kv_bytes"] * 2
-    assert third.info["reused_tokens"] == 0  # a compressed prefix is only reused whole
+    # a compressed prefix is cut at the common prefix (by cache column) and reused: the kept entries before the cut
+    # are exactly those the first prompt's compression kept; only the rest is prefilled and compressed again
+    enc = backend.encode(_prompt(images, 6, [2, 7], [3, 4]))
+    cut = enc.image_spans[2][0]
+    assert third.info["reused_tokens"] == cut and third.info["prefilled_tokens"] == enc.length - cut
+    reused = _entries(backend.session.cache, cut)
+    for (c, k, v), (c0, k0, v0) in zip(reused, _entries_below(cached, cut)):
+        assert torch.equal(c, c0) and torch.equal(k, k0) and torch.equal(v, v0)
+    assert third.info["kv_bytes_kept"] < third.info["kv_bytes_full"]
+
+
+def _entries_below(entries: list[tuple], below: int) -> list[tuple]:
+    return [(c[c < below], k[c < below], v[c < below]) for c, k, v in entries]
+
+
+def test_keep_everything_press_with_prefix_reuse_equals_no_press(qwen, images):
+    model, tok = qwen
+    plain = LocalVLMBackend(model, tok, prefix_reuse=True, max_new_tokens=4)
+    keep_all = LocalVLMBackend(model, tok, press=make_press("snapkv", 4096), prefix_reuse=True, max_new_tokens=4)
+    for q in [(0, [1, 2], [3, 4]), (6, [7, 2], [3, 4])]:
+        a, b = plain.generate(_prompt(images, *q)), keep_all.generate(_prompt(images, *q))
+        assert a.text == b.text and a.info["reused_tokens"] == b.info["reused_tokens"]
+        assert not b.info["compressed"]
 
 
 def test_run_end_to_end_with_the_local_backend(qwen, tmp_path):

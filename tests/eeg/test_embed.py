@@ -125,3 +125,34 @@ def test_make_embedder_rejects_unknown_specs():
         make_embedder("resnet")
     with pytest.raises(ValueError, match="unknown embedder"):
         make_embedder({"type": "sift"})
+
+
+def test_clip_embedder_on_the_labelled_vlm_images(tiny_clip_dir, tmp_path, capsys):
+    from omnipress.eeg.cli import main
+    from omnipress.eeg.embed import EmbeddingIndex
+
+    ws = make_windowset(patients=1, per_patient=3)
+    emb = CLIPImageEmbedder(tiny_clip_dir, image_kind="vlm", render_config=RenderConfig(kind="vlm", size=96))
+    vectors = emb.embed(ws)
+    renderer = Renderer(RenderConfig(kind="vlm", size=96))
+    manual = emb.embed_images([renderer.render(ws.data[i], ws.channels, ws.sfreq) for i in range(3)])
+    np.testing.assert_allclose(vectors, manual, atol=1e-6)
+    vision = CLIPImageEmbedder(tiny_clip_dir, render_config=RenderConfig(kind="vision", size=96)).embed(ws)
+    assert not np.allclose(vectors, vision, atol=1e-3)  # the axes and labels change what CLIP sees
+    reloaded = make_embedder(emb.config())
+    assert reloaded.image_kind == "vlm" and reloaded.render_config.size == 96
+    with pytest.raises(ValueError, match="render config draws 'vision'"):
+        CLIPImageEmbedder(tiny_clip_dir, image_kind="vlm", render_config=RenderConfig(kind="vision"))
+    with pytest.raises(ValueError, match="reads the signal"):
+        make_embedder("features", image_kind="vlm")
+    # through the CLI, reading images rendered on disk
+    ws.save(tmp_path / "w")
+    store = ImageStore(ws, tmp_path / "img", configs={"vlm": RenderConfig(kind="vlm", size=96)})
+    argv = ["index", "--windows", str(tmp_path / "w"), "--out", str(tmp_path / "i"), "--images", str(store.root)]
+    assert main([*argv, "--embedder", f"clip:{tiny_clip_dir}", "--image-kind", "vlm", "--quiet"]) == 0
+    index = EmbeddingIndex.load(tmp_path / "i")
+    assert index.embedder["render"]["kind"] == "vlm"
+    np.testing.assert_allclose(index.vectors, vectors, atol=1e-5)
+    capsys.readouterr()
+    assert main([*argv, "--embedder", "features", "--image-kind", "vlm", "--overwrite", "--quiet"]) == 1
+    assert "--image-kind applies to image embedders" in capsys.readouterr().err

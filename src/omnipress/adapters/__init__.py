@@ -11,6 +11,9 @@
 | qwen2_5_omni | `Qwen2_5OmniThinkerForConditionalGeneration`, `Qwen2_5OmniThinkerModel`, and the full
   `Qwen2_5OmniForConditionalGeneration` (through its thinker) |
 | whisper (encoder-decoder) | `WhisperForConditionalGeneration`, `WhisperModel` |
+| siglip_vision, clip_vision, qwen_vision (bare vision towers, no LLM: encoder methods only) | `SiglipVisionModel`,
+  `CLIPVisionModel`, `Qwen2VisionTransformerPretrainedModel`, `Qwen2_5_VisionTransformerPretrainedModel`,
+  `Qwen3VLVisionModel` |
 
 Every adapter gives per-row `batch_spans` of a left-padded batch, the encoders and their blocks, the modules whose
 outputs enter the LLM and a hook on those features, and the positions of a pruned token set. `collate_inputs` turns
@@ -31,6 +34,7 @@ from .positions import PrunedPositions
 from .qwen_audio import Qwen2_5OmniAdapter, Qwen2AudioAdapter
 from .qwen_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter
 from .text import LlamaAdapter, Qwen2Adapter, Qwen3Adapter
+from .vision_towers import CLIPVisionAdapter, QwenVisionAdapter, SiglipVisionAdapter, VisionTowerAdapter
 from .whisper import WhisperAdapter
 
 ADAPTERS: tuple[type[FamilyAdapter], ...] = (
@@ -45,6 +49,9 @@ ADAPTERS: tuple[type[FamilyAdapter], ...] = (
     Qwen2AudioAdapter,
     Qwen2_5OmniAdapter,
     WhisperAdapter,
+    SiglipVisionAdapter,
+    CLIPVisionAdapter,
+    QwenVisionAdapter,
 )
 
 
@@ -72,6 +79,7 @@ def get_adapter(model: nn.Module) -> FamilyAdapter:
 
 __all__ = [
     "ADAPTERS",
+    "CLIPVisionAdapter",
     "FamilyAdapter",
     "FeatureFn",
     "HookHandle",
@@ -89,7 +97,10 @@ __all__ = [
     "Qwen2_5_VLAdapter",
     "Qwen3Adapter",
     "Qwen3VLAdapter",
+    "QwenVisionAdapter",
+    "SiglipVisionAdapter",
     "UnsupportedModelError",
+    "VisionTowerAdapter",
     "WhisperAdapter",
     "collate_inputs",
     "get_adapter",

@@ -612,6 +612,54 @@ class RaggedLayer(CacheLayerMixin):
         self.positions = torch.where(valid, mapped, self.positions)
         self.logical_length = int(logical_length)
 
+    def relabel_tail(self, columns: torch.Tensor, logical_length: int) -> None:
+        """Give the last `q = len(columns)` entries of every segment (the tokens `append` just wrote) the cache
+        columns `columns` `(q,)`, and set the logical length.
+
+        For a prefill of a pruned token set: the kept tokens are appended in order, and their columns become the
+        ones they have in the unpruned sequence, so later tokens continue after it. No host-device sync.
+        """
+        q = int(columns.shape[0])
+        if q > min(self.host_lengths, default=0):
+            raise ValueError(f"cannot relabel {q} entries: a segment holds fewer")
+        columns = columns.to(device=self.device, dtype=torch.int32)
+        if self._uniform:
+            n = self._max_length
+            self.positions.view(self.batch_size, self.num_heads, self._capacities[0])[:, :, n - q : n] = columns
+        else:
+            slots = (self.starts[:-1] + self.lengths - q).unsqueeze(1) + self._append_offsets(q)  # (segments, q)
+            self.positions.index_copy_(0, slots.reshape(-1).long(), columns.repeat(self.num_segments))
+        self.logical_length = int(logical_length)
+
+    def pop(self, count: int, *, logical_length: int | None = None) -> None:
+        """Remove the last `count` entries of every segment: undo `append` calls (a question and its answer added
+        to a streaming cache), with no copy and no host-device sync. The freed slots are zeroed again and the
+        logical length goes back by `count` (or to `logical_length`).
+        """
+        if count < 0 or count > min(self.host_lengths, default=0):
+            raise ValueError(f"cannot pop {count} entries: every segment must hold at least that many")
+        if count == 0:
+            if logical_length is not None:
+                self.logical_length = int(logical_length)
+            return
+        if self._uniform:
+            n = self._max_length
+            shape = (self.batch_size, self.num_heads, self._capacities[0])
+            self.keys.view(*shape, -1)[:, :, n - count : n] = 0
+            self.values.view(*shape, -1)[:, :, n - count : n] = 0
+            self.positions.view(shape)[:, :, n - count : n] = -1
+        else:
+            slots = (self.starts[:-1] + self.lengths - count).unsqueeze(1) + self._append_offsets(count)
+            slots = slots.reshape(-1).long()  # (segments * count,)
+            self.keys.index_fill_(0, slots, 0)
+            self.values.index_fill_(0, slots, 0)
+            self.positions.index_fill_(0, slots, -1)
+        self.lengths -= count
+        self._appended -= count
+        self._headroom += count
+        self._max_length -= count
+        self.logical_length = self.logical_length - count if logical_length is None else int(logical_length)
+
     # -- eviction on a live cache --------------------------------------------------------------------------------
     def retain(self, keep: torch.Tensor | RaggedIndices | Sequence[torch.Tensor], *, reserve: int = 0) -> None:
         """Keep, per segment, the entries at the given indices (ascending, `0 .. length-1` inside the segment).

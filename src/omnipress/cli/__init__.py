@@ -11,7 +11,7 @@ import sys
 
 from ..extras import MissingExtraError
 from .errors import CLIError, UsageError
-from .options import build_parser, check_args
+from .options import COMMAND_MODULES, build_parser, check_args, command_module
 
 __all__ = ["CLIError", "UsageError", "build_parser", "main"]
 
@@ -46,6 +46,9 @@ def _run(args: argparse.Namespace) -> int:
     from . import commands
     from .progress import Progress
 
+    progress = Progress(enabled=not getattr(args, "quiet", False))
+    if args.command in COMMAND_MODULES:
+        return int(command_module(COMMAND_MODULES[args.command]).run(args, progress) or 0)
     command = commands.demo if args.command == "demo" else commands.compare
-    command(args, Progress(enabled=not args.quiet))
+    command(args, progress)
     return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 from .. import __version__
@@ -43,6 +45,15 @@ DEFAULT_TEXT = "Describe the image."
 MODEL_ONLY = ("image", "video", "audio", "text", "text_file", "gguf_file")
 #: compare's options for the tiny built-in model only
 TINY_ONLY = ("family", "video_frames")
+#: further subcommands: name -> module of this package defining `add_parsers(sub)` (adds every subcommand the module
+#: runs; no torch import at module level, so help and option errors stay instant), `check(args)` (raises
+#: `UsageError`/`CLIError`) and `run(args, progress) -> int`
+COMMAND_MODULES: dict[str, str] = {
+    "stream": "stream",
+    "transcribe": "audio",
+    "eval-asr": "audio",
+    "profile": "profile",
+}
 #: `name` or `namespace/name`, the shape of a Hugging Face Hub id (anything else is taken as a local path)
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
@@ -52,6 +63,7 @@ EPILOG = """examples:
   omnipress demo --family llava
   omnipress compare --presses snapkv,mixkv-snapkv --budget 48 --video-frames 4
   omnipress compare --model /models/Qwen2.5-VL-3B-Instruct --image photo.jpg --text "What is shown?" --budget 128
+  omnipress stream clip.mp4 --question "What happens?" --at 10 --tokens-per-frame 64 --memory window
   omnipress eeg --help
 
 Add --debug to see the Python traceback of an error."""
@@ -87,9 +99,16 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     _add_demo(sub)
     _add_compare(sub)
+    for module in dict.fromkeys(COMMAND_MODULES.values()):
+        command_module(module).add_parsers(sub)
     eeg = sub.add_parser("eeg", help="RAICL EEG seizure detection pipeline (needs the eeg extra)", add_help=False)
     eeg.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+def command_module(name: str) -> ModuleType:
+    """The module `omnipress.cli.<name>` of a subcommand in `COMMAND_MODULES`."""
+    return importlib.import_module(f".{name}", __package__)
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -161,8 +180,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse options that do not go together (`UsageError`) and missing files or folders (`CLIError`)."""
-    if args.json is not None and not args.json.parent.is_dir():
+    if getattr(args, "json", None) is not None and not args.json.parent.is_dir():
         raise UsageError(f"--json {args.json}: the folder {args.json.parent} does not exist")
+    if args.command in COMMAND_MODULES:
+        command_module(COMMAND_MODULES[args.command]).check(args)
+        return
     if args.command != "compare":
         return
     if args.model is None:

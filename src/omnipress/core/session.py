@@ -75,6 +75,12 @@ class Listener:
     def before_lm(self, session: ModelSession, call: LMCall) -> None:
         """Before each language-model forward."""
 
+    def before_attention(self, session: ModelSession, module: nn.Module, query: torch.Tensor, layer: Any) -> Any:
+        """Before the attention of a routed module, after its cache layer took the new keys and values: may return
+        a `RaggedLayer` that replaces `layer` in the current cache and is attended instead (a streaming session
+        brings retrieved blocks back this way). None keeps `layer`."""
+        return None
+
     def after_attention(
         self,
         session: ModelSession,
@@ -381,6 +387,11 @@ class ModelSession:
         kwargs: dict[str, Any],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         layer = self.cache_layer(module)
+        for listener in self.listeners:
+            replacement = listener.before_attention(self, module, query, layer)
+            if replacement is not None:
+                self.replace_layer(module, replacement)
+                layer = replacement
         if isinstance(layer, RaggedLayer):
             causal = self._routes[module][0] == "self"
             out = dispatch.attend_ragged(module, query, layer, kwargs, causal=causal)

@@ -8,7 +8,8 @@ examples chosen by retrieval.
 Data side: `read_recording` (EDF/BDF via MNE; a file shorter than its header declares raises
 `TruncatedRecordingError` unless ``allow_truncated=True``) -> `bipolar_montage` -> `preprocess` -> `make_windows`, or
 all of it for a cohort with `prepare`; annotation readers in `omnipress.eeg.annotations`; a synthetic cohort with
-`write_cohort`; `signal_features` and the `leave_one_patient_out` classical baselines. Model side (rendering,
+`write_cohort`; the official code's ready-made windows (``X.npy``, ``y.npy``, subject counts) with
+`import_official`; `signal_features` and the `leave_one_patient_out` classical baselines. Model side (rendering,
 embeddings, retrieval, prompts, backends, runs, scoring) lives in the sibling modules of this package.
 
 Install with ``pip install 'omnipress[eeg]'``. Nothing heavy (MNE, matplotlib, scikit-learn) is imported until a
@@ -46,6 +47,10 @@ _LAZY: dict[str, str] = {
     "prepare": "prepare",
     "write_cohort": "synth",
     "read_manifest": "synth",
+    # the official code's data format (X.npy, y.npy, subject counts)
+    "OfficialCohort": "official",
+    "import_arrays": "official",
+    "import_official": "official",
     # features and baselines
     "FEATURE_NAMES": "features",
     "signal_features": "features",
@@ -68,6 +73,7 @@ _LAZY: dict[str, str] = {
     "Decision": "prompts",
     "build_prompt": "prompts",
     "parse_decision": "prompts",
+    "parse_official": "prompts",
     "knn_vote": "knn",
     "RunConfig": "run",
     "RunSummary": "run",
@@ -75,6 +81,7 @@ _LAZY: dict[str, str] = {
     "ScoreReport": "score",
     "score_rows": "score",
     "score_run": "score",
+    "reparse": "score",
 }
 
 __all__ = sorted(_LAZY)

@@ -24,6 +24,7 @@ EXAMPLES = """\
 examples:
   omnipress eeg synth   --out cohort --patients 20 --seed 0            # synthetic EDF+ cohort
   omnipress eeg prepare cohort --out windows                            # EDF -> 4 s bipolar windows
+  omnipress eeg import  CHSZ --dataset CHSZ --out windows               # or: the official X.npy / y.npy
   omnipress eeg render  --windows windows --out images --workers 2      # stacked-waveform PNGs
   omnipress eeg index   --windows windows --out index --embedder features
   omnipress eeg knn     --windows windows --index index --out runs/knn  # retrieval-only baseline
@@ -61,12 +62,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_subparsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``synth|prepare|render|index|knn|run|score`` commands to an existing subparsers action.
+    """Add the ``synth|prepare|import|render|index|knn|run|score`` commands to an existing subparsers action.
 
     Each command sets ``func`` (called with the parsed namespace, returns an exit code).
     """
     _add_synth(subparsers)
     _add_prepare(subparsers)
+    _add_import(subparsers)
     _add_render(subparsers)
     _add_index(subparsers)
     _add_knn(subparsers)
@@ -137,6 +139,7 @@ def _number(kind: type, low: float, strict: bool):
 POSITIVE_INT = _number(int, 0, strict=True)
 POSITIVE = _number(float, 0.0, strict=True)
 NON_NEGATIVE = _number(float, 0.0, strict=False)
+AT_LEAST_ONE = _number(float, 1.0, strict=False)
 
 
 def _queries(p: argparse.ArgumentParser) -> None:
@@ -261,6 +264,81 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+def _add_import(sub) -> None:
+    p = sub.add_parser(
+        "import", help="turn the official code's ready-made windows (X.npy, y.npy, subject counts) into a WindowSet"
+    )
+    p.add_argument("source", type=Path, help="folder holding X.npy and y.npy, or the X.npy file itself")
+    p.add_argument("--out", required=True, type=Path, help="WindowSet folder")
+    p.add_argument("--labels", type=Path, default=None, help="y.npy (default: beside X.npy)")
+    p.add_argument(
+        "--dataset",
+        choices=("CHSZ", "NICU"),
+        default=None,
+        help="a published cohort: supplies its sampling rate and subject counts (CHSZ 250 Hz, 27 subjects; "
+        "NICU 256 Hz, 39 subjects)",
+    )
+    p.add_argument(
+        "--counts", default=None, help="windows per subject in storage order: '191,41,...' or a .txt/.json/.npy file"
+    )
+    p.add_argument("--sfreq", type=POSITIVE, default=None, help="sampling rate in Hz (default: the dataset's)")
+    p.add_argument(
+        "--channels", default=None, help="comma-separated channel names (default: the 18-channel double banana)"
+    )
+    p.add_argument(
+        "--stride",
+        type=POSITIVE,
+        default=None,
+        help="seconds between window starts within a subject, if known (default: the window length)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="import again over an existing WindowSet")
+    _common(p)
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args) -> int:
+    from omnipress.eeg.official import import_official, read_counts
+
+    if not args.source.exists():
+        raise FileNotFoundError(f"no such file or directory: {args.source}")
+    x_path = args.source / "X.npy" if args.source.is_dir() else args.source
+    y_path = args.labels or x_path.with_name("y.npy")
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
+    counts = read_counts(args.counts) if args.counts else None
+    request = {
+        "X": _file_stamp(x_path),
+        "y": _file_stamp(y_path),
+        "dataset": args.dataset,
+        "counts": counts,
+        "sfreq": args.sfreq,
+        "channels": channels,
+        "stride": args.stride,
+    }
+    record = args.out / "import.json"
+    if (args.out / "windows.npz").exists() and not args.overwrite:
+        if record.exists() and json.loads(record.read_text()) == request:
+            print(f"{args.out} is up to date (--overwrite to import again)")
+            return 0
+        raise ValueError(f"{args.out} already holds other windows; use --overwrite or another --out")
+    windows = import_official(
+        x_path, y_path, dataset=args.dataset, counts=counts, sfreq=args.sfreq, channels=channels, stride=args.stride
+    )
+    windows.save(args.out)
+    record.write_text(json.dumps(request, indent=2))
+    print(f"{windows!r} -> {args.out}")
+    return 0
+
+
+def _file_stamp(path: Path) -> dict[str, Any]:
+    """Path, size and modification time of a file (``None`` fields if it is missing), to tell a rerun."""
+    stat = path.stat() if path.is_file() else None
+    return {
+        "path": str(path.resolve()),
+        "bytes": stat.st_size if stat else None,
+        "mtime_ns": stat.st_mtime_ns if stat else None,
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # render / index
 # --------------------------------------------------------------------------------------------------
@@ -282,6 +360,11 @@ def _add_render(sub) -> None:
     p.add_argument("--only-queries", action="store_true", help="render only the query windows (see the query options)")
     p.add_argument("--overwrite", action="store_true", help="re-render existing images / allow a new config")
     p.add_argument("--previews", action="store_true", help="also write the CLIP view and a JPEG-50 copy of window 0")
+    p.add_argument(
+        "--old-names",
+        action="store_true",
+        help="label vlm images with the old 10-20 names T3/T4/T5/T6, as the official images are",
+    )
     _queries(p)
     _common(p)
     p.set_defaults(func=_cmd_render)
@@ -296,7 +379,13 @@ def _cmd_render(args) -> int:
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     sizes = {"vision": args.vision_size, "vlm": args.vlm_size}
     configs = {
-        k: RenderConfig(kind=k, size=sizes.get(k), scaling=args.scaling, uv_per_spacing=args.uv_per_spacing)
+        k: RenderConfig(
+            kind=k,
+            size=sizes.get(k),
+            scaling=args.scaling,
+            uv_per_spacing=args.uv_per_spacing,
+            old_names=args.old_names and k == "vlm",
+        )
         for k in kinds
     }
     rows = None
@@ -333,6 +422,12 @@ def _add_index(sub) -> None:
         default=None,
         help="rendered image folder to reuse for image embedders (default: render in memory)",
     )
+    p.add_argument(
+        "--image-kind",
+        choices=("vision", "vlm"),
+        default="vision",
+        help="image embedders: the axis-free image (paper) or the labelled one sent to the VLM",
+    )
     p.add_argument("--device", default="cpu", help="torch device for image embedders")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="images per forward pass")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing index")
@@ -357,7 +452,11 @@ def _cmd_index(args) -> int:
             )
             return 0
         raise ValueError(f"{args.out} holds an index of other windows; use --overwrite or another folder")
+    if args.embedder == "features" and args.image_kind != "vision":
+        raise ValueError("--image-kind applies to image embedders (clip:...); 'features' reads the signal")
     kwargs = {} if args.embedder == "features" else {"device": args.device, "batch_size": args.batch_size}
+    if args.embedder != "features":
+        kwargs["image_kind"] = args.image_kind
     embedder = make_embedder(args.embedder, **kwargs)
     images = ImageStore(windows, args.images) if args.images is not None and embedder.needs_images else None
     start = time.perf_counter()
@@ -481,6 +580,24 @@ def _add_run(sub) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the random reference modes")
     g.add_argument("--template", type=Path, default=None, help="custom template file ([[TEST_IMAGE]], [[REFERENCES]])")
     g.add_argument("--require-last-line", action="store_true", help="accept the decision on the last line only")
+    g.add_argument(
+        "--parse",
+        choices=("strict", "official"),
+        default="strict",
+        help="strict: a line holding the decision alone, the last one wins; official: the official code's "
+        "substring search (seizure first)",
+    )
+    g.add_argument(
+        "--image-kind",
+        choices=("vlm", "vision"),
+        default="vlm",
+        help="image sent to the VLM: labelled (vlm) or axis-free (vision)",
+    )
+    g.add_argument(
+        "--reask-unparsable",
+        action="store_true",
+        help="resume, also asking again every window whose answer did not parse (old answers go to reasked.jsonl)",
+    )
     _queries(p)
     b = p.add_argument_group("backend")
     b.add_argument(
@@ -502,7 +619,24 @@ def _add_run(sub) -> None:
     b.add_argument(
         "--wait-5xx", type=NON_NEGATIVE, default=5.0, help="http: first wait after HTTP 5xx or a timeout (s)"
     )
+    b.add_argument(
+        "--backoff", type=AT_LEAST_ONE, default=2.0, help="http: factor on each further wait (1: fixed waits)"
+    )
+    b.add_argument(
+        "--wait-empty", type=NON_NEGATIVE, default=2.0, help="http: wait before asking again after an empty answer (s)"
+    )
     b.add_argument("--image-format", choices=("png", "jpeg"), default="png", help="http: image encoding")
+    b.add_argument(
+        "--safety-settings",
+        default=None,
+        help="http: provider safety settings passed through: 'off' (Gemini's four harm filters at BLOCK_NONE, as "
+        "the official client) or a JSON list / file",
+    )
+    b.add_argument(
+        "--safety-field",
+        default="safety_settings",
+        help="http: dotted path in the request body for --safety-settings (e.g. extra_body.google.safety_settings)",
+    )
     b.add_argument("--press", default="none", help="local: none, mixkv-snapkv, mixkv-adakv, snapkv, adakv")
     b.add_argument("--budget", type=POSITIVE_INT, default=256, help="local: KV entries kept per head with --press")
     b.add_argument("--no-prefix-reuse", action="store_true", help="local: do not reuse the cached prompt prefix")
@@ -530,9 +664,13 @@ def _make_backend(args):
             max_attempts=args.max_attempts,
             wait_429=args.wait_429,
             wait_5xx=args.wait_5xx,
+            backoff=args.backoff,
+            wait_empty=args.wait_empty,
             temperature=args.temperature,
             max_tokens=args.max_tokens,
             image_format=args.image_format,
+            safety_settings=args.safety_settings,
+            safety_field=args.safety_field,
         )
     if not args.model.startswith("tiny:"):
         from omnipress.model_source import model_source
@@ -552,7 +690,26 @@ def _make_backend(args):
     )
 
 
+def _safety_settings(spec: str | None) -> list[dict] | None:
+    """``None``, ``"off"`` (:data:`~omnipress.eeg.backends.http.SAFETY_OFF`), a JSON list, or a file holding one."""
+    if spec is None:
+        return None
+    if spec == "off":
+        from omnipress.eeg.backends.http import SAFETY_OFF
+
+        return [dict(x) for x in SAFETY_OFF]
+    text = Path(spec).read_text() if not spec.lstrip().startswith(("[", "{")) and Path(spec).is_file() else spec
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--safety-settings: expected 'off', a JSON list or a file holding one ({err})") from None
+    if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+        raise ValueError('--safety-settings must be a JSON list of objects, e.g. [{"category": ..., "threshold": ...}]')
+    return value
+
+
 def _cmd_run(args) -> int:
+    args.safety_settings = _safety_settings(args.safety_settings)  # checked before any data is read
     from omnipress.eeg.embed import EmbeddingIndex
     from omnipress.eeg.prompts import load_template
     from omnipress.eeg.run import RunConfig, run
@@ -571,6 +728,8 @@ def _cmd_run(args) -> int:
         limit=args.limit,
         seed=args.seed,
         require_last_line=args.require_last_line,
+        parse=args.parse,
+        image_kind=args.image_kind,
         template=load_template(args.template) if args.template else None,
     )
     windows = WindowSet.load(args.windows)
@@ -585,6 +744,7 @@ def _cmd_run(args) -> int:
             config=config,
             progress=not args.quiet,
             force=args.force,
+            reask_unparsable=args.reask_unparsable,
         )
     print(summary)
     for message in summary.error_messages:
@@ -604,6 +764,12 @@ def _add_score(sub) -> None:
         choices=("exclude", "wrong"),
         default="exclude",
         help="exclude unparsable answers from window metrics (RAICL) or count them as wrong",
+    )
+    p.add_argument(
+        "--parse",
+        choices=("strict", "official"),
+        default=None,
+        help="parse the stored answers again under this rule, without asking again (default: as recorded)",
     )
     p.add_argument("--json", type=Path, default=None, help="write the report as JSON (one run only)")
     p.add_argument("--plots", type=Path, default=None, help="write confusion, per-patient and example plots here")
@@ -627,9 +793,20 @@ def _cmd_score(args) -> int:
     reports = []
     for path in progress_bar(args.runs, enabled=not args.quiet, desc="score", unit="run"):
         rows = load_results(path)
-        reports.append((path, rows, score_rows(rows, merge_gap=args.merge_gap, unparsable=args.unparsable)))
+        last_line = bool(_run_config(path).get("require_last_line", False))
+        report = score_rows(
+            rows, merge_gap=args.merge_gap, unparsable=args.unparsable, parse=args.parse, require_last_line=last_line
+        )
+        reports.append((path, rows, report))
     for path, rows, report in reports:
         print(f"## {path}\n\n{report.to_markdown()}\n")
+        settings = report.settings
+        if settings["answers"]:
+            print(
+                f"decisions {'re-parsed with the ' + args.parse + ' rule' if args.parse else 'as recorded'}; "
+                f"the strict and official rules decide {settings['rules_disagree']} of {settings['answers']} "
+                "answers differently\n"
+            )
         m = report.macro
         summary.append((str(path), m["bca"], m["sensitivity"], m["specificity"], m["unparsable_rate"], len(rows)))
         if args.json:
@@ -645,6 +822,11 @@ def _cmd_score(args) -> int:
         for name, bca, sens, spec, unp, n in summary:
             print(f"| {name} | {percent(bca)} | {percent(sens)} | {percent(spec)} | {percent(unp)} | {n} |")
     return 0
+
+
+def _run_config(path: Path) -> dict[str, Any]:
+    meta_path = (path if path.is_dir() else path.parent) / "run.json"
+    return json.loads(meta_path.read_text()).get("config", {}) if meta_path.exists() else {}
 
 
 def _images_from_meta(path: Path) -> Path | None:

@@ -130,7 +130,8 @@ class SignalFeatureEmbedder(Embedder):
 # CLIP image tower
 # --------------------------------------------------------------------------------------------------
 class CLIPImageEmbedder(Embedder):
-    """CLIP image embeddings of the axis-free "vision" renderings (the paper's retrieval space).
+    """CLIP image embeddings of the axis-free "vision" renderings (the paper's retrieval space), or of the labelled
+    "vlm" renderings (``image_kind="vlm"``; the official code's ``--index_from VLM``).
 
     Parameters
     ----------
@@ -142,12 +143,22 @@ class CLIPImageEmbedder(Embedder):
     batch_size : int
         Images per forward pass (64 in the paper).
     render_config : RenderConfig, optional
-        How vision images are drawn when no :class:`~omnipress.eeg.render.ImageStore` is given.
+        How images are drawn when no :class:`~omnipress.eeg.render.ImageStore` is given.
+    image_kind : {"vision", "vlm"}
+        Which rendering is embedded.
     """
 
     needs_images = True
 
-    def __init__(self, model: str | Path, *, device: str = "cpu", batch_size: int = 64, render_config=None) -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        render_config=None,
+        image_kind: str = "vision",
+    ) -> None:
         import torch
         from transformers import CLIPModel
 
@@ -156,9 +167,12 @@ class CLIPImageEmbedder(Embedder):
         self.model_id = model_source(model, what="CLIP model")
         self.device = check_device(device)
         self.batch_size = int(batch_size)
-        self.render_config = render_config or RenderConfig(kind="vision")
-        if self.render_config.kind != "vision":
-            raise ValueError("CLIPImageEmbedder embeds 'vision' renderings; got a render config of kind 'vlm'")
+        if image_kind not in ("vision", "vlm"):
+            raise ValueError(f"image_kind must be 'vision' or 'vlm', got {image_kind!r}")
+        self.render_config = render_config or RenderConfig(kind=image_kind)
+        if self.render_config.kind != image_kind:
+            raise ValueError(f"image_kind is {image_kind!r} but the render config draws {self.render_config.kind!r}")
+        self.image_kind = image_kind
         try:
             self.model = CLIPModel.from_pretrained(self.model_id).to(device).eval()
             self.processor = _clip_processor(self.model_id, self.model.config.vision_config.image_size)
@@ -193,7 +207,7 @@ class CLIPImageEmbedder(Embedder):
 
         rows = _rows(windows, indices)
         if images is not None:  # the files on disk define what was embedded: record their config
-            self.render_config = images.configs["vision"]
+            self.render_config = images.configs[self.image_kind]
         renderer = None if images is not None else Renderer(self.render_config)
         out = []
         bar = _progress(len(rows), progress, "clip")
@@ -202,7 +216,7 @@ class CLIPImageEmbedder(Embedder):
             if images is not None:
                 batch = []
                 for i in chunk:
-                    with Image.open(images.path(int(i), "vision")) as im:
+                    with Image.open(images.path(int(i), self.image_kind)) as im:
                         batch.append(im.convert("RGB"))
             else:
                 batch = [renderer.render(windows.data[i], windows.channels, windows.sfreq) for i in chunk]
@@ -242,9 +256,12 @@ def make_embedder(spec: str | dict, **kwargs) -> Embedder:
         if kind == "clip":
             from omnipress.eeg.render import RenderConfig
 
-            return CLIPImageEmbedder(spec["model"], render_config=RenderConfig.from_dict(spec["render"]), **kwargs)
+            render = RenderConfig.from_dict(spec["render"])
+            return CLIPImageEmbedder(spec["model"], render_config=render, image_kind=render.kind, **kwargs)
         raise ValueError(f"unknown embedder config type {kind!r}; expected 'features' or 'clip'")
     if spec == "features":
+        if kwargs.pop("image_kind", "vision") != "vision":
+            raise ValueError("the 'features' embedder reads the signal, not an image; image_kind applies to clip:")
         return SignalFeatureEmbedder(**kwargs)
     if spec.startswith("clip:") and len(spec) > 5:
         return CLIPImageEmbedder(spec[5:], **kwargs)

@@ -27,6 +27,7 @@ ELECTRODES_1020: tuple[str, ...] = (
     "C4", "T8", "P7", "P3", "Pz", "P4", "P8", "O1", "O2",
 )  # fmt: skip
 OLD_TO_NEW: dict[str, str] = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+NEW_TO_OLD: dict[str, str] = {new: old for old, new in OLD_TO_NEW.items()}
 
 # RAICL order (released VLM4EEG code): right parasagittal, left parasagittal, right temporal, left temporal, midline.
 RAICL_PAIRS: tuple[tuple[str, str], ...] = (
@@ -50,6 +51,18 @@ DOUBLE_BANANA: list[str] = [f"{a}-{b}" for a, b in RAICL_PAIRS]
 _CANONICAL = {name.upper(): name for name in ELECTRODES_1020} | {old: new for old, new in OLD_TO_NEW.items()}
 _REFERENCE_SUFFIX = re.compile(r"[-_ ]?(REF|LE|AR|AVG|AV|CAR|A1A2|M1M2)$")
 _PREFIX = re.compile(r"^(EEG|EEG_)\s*")
+
+
+def old_channel_names(channels: Sequence[str]) -> list[str]:
+    """Channel names with the old 10-20 electrode names (``"F8-T8"`` -> ``"F8-T4"``, ``"T8-P8"`` -> ``"T4-T6"``).
+
+    Each ``-``-separated part that is T7/T8/P7/P8 (any case) is renamed; everything else is kept as it is.
+    """
+    out = []
+    for name in channels:
+        parts = str(name).split("-")
+        out.append("-".join(NEW_TO_OLD.get(_CANONICAL.get(p.upper(), p), p) for p in parts))
+    return out
 
 
 def pair_names(order: str = "raicl") -> list[str]:

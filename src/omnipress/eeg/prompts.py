@@ -1,21 +1,33 @@
-"""Prompt templates for the RAICL ablation ladder, and strict parsing of the answer.
+"""Prompt templates for the RAICL ablation ladder, and parsing of the answer.
 
-Four variants (arXiv:2601.17844, §2 step 7, prompt files of the official code; wording here is our own):
+Four variants (arXiv:2601.17844, §2 step 7). Each asks for what the matching prompt file of the official code
+(VLM4EEG) asks for: the same information, the same answer format and the same freedom to reason; the wording here
+is our own.
 
-- ``"base"``: the bare task and the output format, zero-shot.
-- ``"reasoning"``: + diagnostic criteria and an analysis protocol (zero-shot chain of thought).
-- ``"reasoning_random"``: + ``k`` seizure and ``k`` non-seizure reference images chosen at random.
-- ``"raicl"``: + reference images chosen by retrieval (:mod:`omnipress.eeg.retrieve`).
+- ``"base"``: the bare task and the answer format, zero-shot (``prompt-base.txt``).
+- ``"reasoning"``: + an expert reader, diagnostic criteria and an analysis protocol, and the answer first lists
+  the observations (``prompt-reasoning.txt``).
+- ``"reasoning_random"``: + ``k`` seizure and ``k`` non-seizure reference images chosen at random, with where they
+  come from, and the answer also compares the test image with them (``prompt-reasoning+randexamples.txt``).
+- ``"raicl"``: the same text with references chosen by retrieval (:mod:`omnipress.eeg.retrieve`, ``prompt-Z.txt``).
 
-A template is plain text with two markers: ``[[REFERENCES]]`` (expanded to one block per reference image,
-each rendered with :data:`REFERENCE_BLOCK`) and ``[[TEST_IMAGE]]``. ``{n_refs}`` and ``{background_note}``
-are filled in. Images stay separate parts of a :class:`Prompt` so each backend interleaves them in its own
-format. Custom templates (``--template file.txt``) use the same markers.
+Our templates are plain text with two markers: ``[[REFERENCES]]`` (expanded to one block per reference image,
+each rendered with :data:`REFERENCE_BLOCK`) and ``[[TEST_IMAGE]]``; ``{n_refs}`` and ``{background_note}`` are
+filled in. Custom templates (``--template file.txt``) may use the same markers, or be an official prompt file as
+published: ``<Test EEG Image>``, ``<Nearest Neighbor Example n>`` / ``<Seizure Example EEG Image n>`` (the n-th
+seizure reference, nearest to the query first) and ``<Non-Seizure Example EEG Image n>`` (the n-th background
+reference, most representative first) are each replaced by their image where they stand, and the rest of the text
+is sent unchanged. Images stay separate parts of a :class:`Prompt` so each backend interleaves them in its own
+format.
 
 Reference order: ``"paper"`` shows the seizure references from farthest to nearest to the query (so the
 nearest sits next to the non-seizure ones, as in RAICL), then the non-seizure references. ``"patient_first"``
 shows the same-patient non-seizure references first; with the local backend that turns them into a prefix
-shared by the patient's queries, whose KV cache can be reused.
+shared by the patient's queries, whose KV cache can be reused. An official template fixes the order itself.
+
+Parsing (:data:`PARSE_RULES`): ``"strict"`` (default, :func:`parse_decision`) accepts only a line holding the
+decision alone, the last one winning; ``"official"`` (:func:`parse_official`) is the official code's substring
+search.
 """
 
 from __future__ import annotations
@@ -30,17 +42,19 @@ VARIANTS: tuple[str, ...] = ("base", "reasoning", "reasoning_random", "raicl")
 SEIZURE, NON_SEIZURE, UNPARSABLE = 1, 0, -1
 LABEL_TEXT = {SEIZURE: "SEIZURE", NON_SEIZURE: "NON-SEIZURE"}
 
+TASK_BASE = (
+    'Classify the electroencephalogram (EEG) time-series plot labelled "Test EEG Image" as exactly one of two '
+    'classes: "SEIZURE" or "NON-SEIZURE".'
+)
 TASK = (
-    "You are an experienced clinical neurophysiologist reading scalp EEG. The image labelled "
-    '"Test EEG Image" shows a short multichannel EEG window drawn as stacked waveforms: one coloured trace '
-    "per bipolar channel (channel names on the left), time in seconds along the bottom. Classify the test "
-    "window as exactly one of two classes: SEIZURE or NON-SEIZURE."
+    "As an expert reader of clinical EEG, classify the electroencephalogram (EEG) time-series plot labelled "
+    '"Test EEG Image" as exactly one of two classes: "SEIZURE" or "NON-SEIZURE".'
 )
 
 CRITERIA = """Diagnostic criteria.
 NON-SEIZURE:
 - Background activity that looks disorganised and irregular, without a sustained rhythm.
-- Isolated artefacts (an eye blink, a burst of muscle activity, an electrode pop) that do not repeat rhythmically.
+- Isolated artefacts (an eye blink, a burst of muscle activity) that do not repeat rhythmically.
 - Post-ictal slowing: irregular 1-3 Hz slow waves without spikes is NON-SEIZURE unless clear spike-and-wave \
 complexes are present.
 SEIZURE: a clear break from the background, judged by
@@ -55,45 +69,50 @@ PROTOCOL = """Analysis protocol. Before deciding, describe the test image briefl
 2. Morphology: are there spike-and-wave complexes, or only irregular noise-like activity?
 3. Synchrony: does the same pattern occur simultaneously in several channels?"""
 
-REFERENCES_RAICL = (
-    "Reference examples. The {n_refs} labelled images below are ground-truth anchors. "
-    "{background_note} Compare the test image with them."
-)
-REFERENCES_RANDOM = (
-    "Reference examples. The {n_refs} labelled images below are ground-truth examples of both classes. "
-    "Compare the test image with them."
+REFERENCES_NOTE = (
+    "Reference examples. The {n_refs} labelled images below are ground-truth anchors for the classification. "
+    "{background_note}"
 )
 BACKGROUND_NOTES = {
     "same-patient": "The NON-SEIZURE references come from the same patient as the test image; the SEIZURE "
-    "references come from other patients.",
+    "references come from other patients who had seizures.",
     "other-patients": "All references come from other patients.",
 }
 
-OUTPUT_BASE = """Output requirement: answer with one line, exactly one of
+ANSWER_LINES = """The very last line of your answer must be exactly one of:
 FINAL DECISION: SEIZURE
 FINAL DECISION: NON-SEIZURE"""
 
-OUTPUT_REASONING = """Output requirement:
-1. List what you observe for frequency, morphology and synchrony.
-2. {compare}
-3. Classify the test image.
-The very last line of your answer must be exactly one of these two lines and nothing else:
-FINAL DECISION: SEIZURE
-FINAL DECISION: NON-SEIZURE"""
+OUTPUT_BASE = f"Output requirement: classify the test image. {ANSWER_LINES}"
+OUTPUT_REASONING = f"""Output requirement:
+1. List briefly what you observe for frequency, morphology and synchrony, as in the analysis protocol.
+2. Classify the test image. {ANSWER_LINES}"""
+OUTPUT_REFERENCES = f"""Output requirement:
+1. List briefly what you observe for frequency, morphology and synchrony, as in the analysis protocol.
+2. Compare the patterns of the test image with those of the reference images.
+3. Classify the test image. {ANSWER_LINES}"""
 
 REFERENCE_BLOCK = "Reference Image {n}:\n[[IMAGE]]\nLabel: {label}."
 
+_REFERENCE_VARIANT = (
+    f"{TASK}\n\n{CRITERIA}\n\n{PROTOCOL}\n\n{REFERENCES_NOTE}\n\n[[REFERENCES]]\n\n"
+    f"Test EEG Image:\n[[TEST_IMAGE]]\n\n{OUTPUT_REFERENCES}"
+)
+#: Built-in templates. They ask for what the official prompt files ask for (same information, same answer format,
+#: same freedom to reason) in our own words; ``--template`` loads the official files themselves.
 TEMPLATES: dict[str, str] = {
-    "base": f"{TASK}\n\nTest EEG Image:\n[[TEST_IMAGE]]\n\n{OUTPUT_BASE}",
-    "reasoning": f"{TASK}\n\n{CRITERIA}\n\n{PROTOCOL}\n\nTest EEG Image:\n[[TEST_IMAGE]]\n\n"
-    + OUTPUT_REASONING.replace("{compare}", "Explain how the observations match the criteria."),
-    "reasoning_random": f"{TASK}\n\n{CRITERIA}\n\n{PROTOCOL}\n\n{REFERENCES_RANDOM}\n\n[[REFERENCES]]\n\n"
-    "Test EEG Image:\n[[TEST_IMAGE]]\n\n"
-    + OUTPUT_REASONING.replace("{compare}", "Compare the test image with the reference images."),
-    "raicl": f"{TASK}\n\n{CRITERIA}\n\n{PROTOCOL}\n\n{REFERENCES_RAICL}\n\n[[REFERENCES]]\n\n"
-    "Test EEG Image:\n[[TEST_IMAGE]]\n\n"
-    + OUTPUT_REASONING.replace("{compare}", "Compare the test image with the reference images."),
+    "base": f"{TASK_BASE}\n\nTest EEG Image:\n[[TEST_IMAGE]]\n\n{OUTPUT_BASE}",
+    "reasoning": f"{TASK}\n\n{CRITERIA}\n\n{PROTOCOL}\n\nTest EEG Image:\n[[TEST_IMAGE]]\n\n{OUTPUT_REASONING}",
+    "reasoning_random": _REFERENCE_VARIANT,
+    "raicl": _REFERENCE_VARIANT,
 }
+
+# Placeholders of the official prompt files (VLM4EEG prompt-*.txt): each stands for one image, in place.
+OFFICIAL_TEST = "<Test EEG Image>"
+_OFFICIAL_PLACEHOLDER = re.compile(
+    r"<(Test EEG Image|Nearest Neighbor Example (\d+)|Seizure Example EEG Image (\d+)|"
+    r"Non-Seizure Example EEG Image (\d+))>"
+)
 
 
 @dataclass(frozen=True)
@@ -153,16 +172,20 @@ def build_prompt(
     if variant not in VARIANTS:
         raise ValueError(f"unknown prompt variant {variant!r}; expected one of {VARIANTS}")
     text = template if template is not None else TEMPLATES[variant]
-    if text.count("[[TEST_IMAGE]]") != 1:
-        raise ValueError("a template must contain [[TEST_IMAGE]] exactly once")
+    check_template(text)
     refs = _ordered_refs(seizure_refs, background_refs, order)
+    if test.role != "test" or any(r.role != "reference" or r.label not in LABEL_TEXT for r in refs):
+        raise ValueError("the test image needs role='test'; references need role='reference' and a 0/1 label")
+    if is_official_template(text):
+        if order != "paper":
+            raise ValueError(f"an official-format template fixes the reference order; order={order!r} does not apply")
+        parts = _official_parts(text, test, seizure_refs, background_refs)
+        return Prompt(parts=tuple(_merge_text(parts)), variant=variant)
     wants_refs = "[[REFERENCES]]" in text
     if wants_refs and not refs:
         raise ValueError(f"variant {variant!r} shows reference images but none were given")
     if refs and not wants_refs:
         raise ValueError(f"variant {variant!r} has no [[REFERENCES]] slot but {len(refs)} references were given")
-    if test.role != "test" or any(r.role != "reference" or r.label not in LABEL_TEXT for r in refs):
-        raise ValueError("the test image needs role='test'; references need role='reference' and a 0/1 label")
     if background_source not in BACKGROUND_NOTES:
         raise ValueError(f"background_source must be one of {sorted(BACKGROUND_NOTES)}, got {background_source!r}")
     text = text.replace("{n_refs}", str(len(refs))).replace("{background_note}", BACKGROUND_NOTES[background_source])
@@ -177,6 +200,41 @@ def build_prompt(
         elif chunk:
             parts.append(chunk)
     return Prompt(parts=tuple(_merge_text(parts)), variant=variant)
+
+
+def _official_parts(text: str, test: PromptImage, seizure, background) -> list:
+    """Each placeholder of an official prompt file replaced by its image, in place (module docstring)."""
+    pools = {"seizure": list(seizure), "non-seizure": list(background)}
+    given = len(pools["seizure"]) + len(pools["non-seizure"])
+    slots = [m for m in _OFFICIAL_PLACEHOLDER.finditer(text) if m.group(1) != "Test EEG Image"]
+    if slots and not given:
+        raise ValueError("the template shows reference images but none were given")
+    if given and not slots:
+        raise ValueError(f"the template has no reference placeholders but {given} references were given")
+    parts: list = []
+    used: set[tuple[str, int]] = set()
+    pos = 0
+    for m in _OFFICIAL_PLACEHOLDER.finditer(text):
+        parts.append(text[pos : m.start()])
+        pos = m.end()
+        if m.group(1) == "Test EEG Image":
+            parts.append(test)
+            continue
+        kind = "non-seizure" if m.group(4) else "seizure"
+        n = int(m.group(2) or m.group(3) or m.group(4))
+        if not 1 <= n <= len(pools[kind]):
+            raise ValueError(
+                f"the template asks for {m.group(0)} but {len(pools[kind])} {kind} references were given "
+                "(its placeholders must match k)"
+            )
+        parts.append(pools[kind][n - 1])
+        used.add((kind, n))
+    parts.append(text[pos:])
+    if len(used) != given:
+        raise ValueError(
+            f"the template shows {len(used)} of the {given} references given (its placeholders must match k)"
+        )
+    return parts
 
 
 def _ordered_refs(seizure, background, order) -> list[PromptImage]:
@@ -198,11 +256,27 @@ def _merge_text(parts: list) -> list:
     return out
 
 
+def is_official_template(text: str) -> bool:
+    """Whether ``text`` uses the placeholders of the official prompt files (``<Test EEG Image>``, ...)."""
+    return OFFICIAL_TEST in text
+
+
+def check_template(text: str) -> None:
+    """Raise ``ValueError`` unless ``text`` holds exactly one test-image marker of one of the two formats."""
+    ours, official = text.count("[[TEST_IMAGE]]"), text.count(OFFICIAL_TEST)
+    if ours and official:
+        raise ValueError("a template uses either [[TEST_IMAGE]] or <Test EEG Image>, not both")
+    if ours != 1 and official != 1:
+        raise ValueError("a template must contain [[TEST_IMAGE]] (or the official <Test EEG Image>) exactly once")
+
+
 def load_template(path: str | Path) -> str:
-    """Read a custom template file and check its markers."""
+    """Read a template file (our markers or an official ``prompt-*.txt`` as published) and check its markers."""
     text = Path(path).read_text(encoding="utf-8")
-    if text.count("[[TEST_IMAGE]]") != 1:
-        raise ValueError(f"{path}: a template must contain [[TEST_IMAGE]] exactly once")
+    try:
+        check_template(text)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return text
 
 
@@ -222,6 +296,8 @@ class Decision:
         return self.value != UNPARSABLE
 
 
+PARSE_RULES: tuple[str, ...] = ("strict", "official")
+_OFFICIAL_PHRASES = (("FINAL DECISION: SEIZURE", SEIZURE), ("FINAL DECISION: NON-SEIZURE", NON_SEIZURE))
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2212"), "-")
 _DECISION = re.compile(r"^FINAL\s+DECISION\s*[:：]\s*(NON\s*-?\s*SEIZURE|SEIZURE)$")
 
@@ -235,8 +311,10 @@ def normalize_line(line: str) -> str:
     return s.upper()
 
 
-def parse_decision(text: str | None, *, require_last_line: bool = False) -> Decision:
+def parse_decision(text: str | None, *, require_last_line: bool = False, rule: str = "strict") -> Decision:
     """Parse ``FINAL DECISION: SEIZURE`` / ``FINAL DECISION: NON-SEIZURE`` from a model answer.
+
+    ``rule="official"`` applies :func:`parse_official` instead of the strict rule below.
 
     A decision line must consist of the decision alone (case, markdown emphasis, a trailing period and
     unicode dashes are tolerated). When several decision lines occur, the last one wins; a line that
@@ -249,8 +327,16 @@ def parse_decision(text: str | None, *, require_last_line: bool = False) -> Deci
     text : str or None
         The raw answer.
     require_last_line : bool
-        Only accept a decision on the last non-empty line.
+        Only accept a decision on the last non-empty line (strict rule only).
+    rule : {"strict", "official"}
+        Which rule decides (:data:`PARSE_RULES`).
     """
+    if rule not in PARSE_RULES:
+        raise ValueError(f"parse rule must be one of {PARSE_RULES}, got {rule!r}")
+    if rule == "official":
+        if require_last_line:
+            raise ValueError("require_last_line belongs to the strict rule; the official rule reads the whole answer")
+        return parse_official(text)
     if text is None or not text.strip():
         return Decision(UNPARSABLE, "empty")
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -264,6 +350,29 @@ def parse_decision(text: str | None, *, require_last_line: bool = False) -> Deci
     return Decision(UNPARSABLE, "unparsable")
 
 
+def parse_official(text: str | None) -> Decision:
+    """The official code's rule: upper-case the answer, then look anywhere in it for ``FINAL DECISION: SEIZURE``
+    first and ``FINAL DECISION: NON-SEIZURE`` second (exact spacing, ASCII hyphen).
+
+    More permissive than the strict rule (``"FINAL DECISION: SEIZURE (focal)"`` counts) and biased towards
+    seizure: an echoed instruction ``"FINAL DECISION: SEIZURE or FINAL DECISION: NON-SEIZURE"`` reads as SEIZURE,
+    and so does any answer that mentions the seizure decision anywhere, whatever it concludes.
+    """
+    if text is None or not text.strip():
+        return Decision(UNPARSABLE, "empty")
+    upper = text.upper()
+    for phrase, value in _OFFICIAL_PHRASES:
+        if phrase in upper:
+            return Decision(value, "ok", phrase)
+    return Decision(UNPARSABLE, "unparsable")
+
+
+def rules_disagree(text: str | None, *, require_last_line: bool = False) -> bool:
+    """Whether the strict and the official rule read ``text`` differently."""
+    strict = parse_decision(text, require_last_line=require_last_line).value
+    return strict != parse_official(text).value
+
+
 def _line_decision(line: str) -> int:
     m = _DECISION.match(normalize_line(line))
     if not m:
@@ -274,6 +383,8 @@ def _line_decision(line: str) -> int:
 __all__ = [
     "LABEL_TEXT",
     "NON_SEIZURE",
+    "OFFICIAL_TEST",
+    "PARSE_RULES",
     "SEIZURE",
     "TEMPLATES",
     "UNPARSABLE",
@@ -282,7 +393,11 @@ __all__ = [
     "Prompt",
     "PromptImage",
     "build_prompt",
+    "check_template",
+    "is_official_template",
     "load_template",
     "normalize_line",
     "parse_decision",
+    "parse_official",
+    "rules_disagree",
 ]

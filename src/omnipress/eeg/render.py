@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
+from omnipress.eeg.montage import old_channel_names
 from omnipress.eeg.progress import progress_bar
 from omnipress.extras import require
 
@@ -160,6 +161,9 @@ class RenderConfig:
         :func:`robust_scale` (RAICL) or :func:`fixed_scale` (clinical).
     low, high, margin, uv_per_spacing : float
         Parameters of the scaling functions.
+    old_names : bool
+        Label the channels of ``"vlm"`` images with the old 10-20 names T3/T4/T5/T6 (for T7/T8/P7/P8), as the
+        official code's images do.
     """
 
     kind: Kind = "vlm"
@@ -171,6 +175,7 @@ class RenderConfig:
     high: float = 99.0
     margin: float = 0.95
     uv_per_spacing: float = 200.0
+    old_names: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -298,7 +303,8 @@ class Renderer:
     def _decorate(self, ax, channels: tuple[str, ...], duration: float) -> None:
         z = self.config.zoom
         font = {"family": "sans-serif", "weight": "bold"}
-        ax.set_yticks(self._offsets, labels=list(channels), fontsize=16 * z, **font)
+        labels = old_channel_names(channels) if self.config.old_names else list(channels)
+        ax.set_yticks(self._offsets, labels=labels, fontsize=16 * z, **font)
         ticks = np.arange(0.0, duration + 1e-9, 0.5)
         ax.set_xticks(ticks, labels=[f"{t:.1f}" for t in ticks], fontsize=16 * z, **font)
         ax.set_xlabel("Time (s)", fontsize=18 * z, **font)
@@ -481,7 +487,7 @@ def _write_manifest(root: Path, windows: WindowSet, configs: dict[str, RenderCon
     }
     if manifest_path.exists():
         old = json.loads(manifest_path.read_text())
-        merged = dict(old.get("configs", {}))
+        merged = {k: RenderConfig.from_dict(v).to_dict() for k, v in old.get("configs", {}).items()}
         for kind, cfg in entry["configs"].items():
             if kind in merged and merged[kind] != cfg and not overwrite:
                 raise ValueError(

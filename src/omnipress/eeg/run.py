@@ -5,11 +5,14 @@ A run directory holds
 - ``run.json``: the run settings, the backend description and the windows fingerprint;
 - ``results.jsonl``: one JSON line per answered query window (answers that do not parse count as answered
   and are scored as unparsable); each line is flushed and fsynced as it arrives;
-- ``errors.jsonl``: requests that failed after all retries (retried on the next run).
+- ``errors.jsonl``: requests that failed after all retries (retried on the next run);
+- ``reasked.jsonl``: answers set aside by ``reask_unparsable`` (kept for the record, not scored).
 
 Rerunning with the same directory skips every window already in ``results.jsonl``, so a run killed at any
 moment resumes without repeating answered windows and without gaps (a truncated last line is dropped and
-that window asked again).
+that window asked again). ``reask_unparsable=True`` (``--reask-unparsable``) also asks again every window whose
+stored answer did not parse, as the official code's resume does: those rows move from ``results.jsonl`` to
+``reasked.jsonl`` (the results file is rewritten atomically first), so ``results.jsonl`` never holds a window twice.
 
 Query selection follows RAICL (§2 step 5): ``"every"`` keeps rows whose index is a multiple of ``every``
 (NICU protocol), ``"all_seizures"`` additionally keeps every seizure window (CHSZ protocol), ``"all"``
@@ -30,8 +33,17 @@ import numpy as np
 from omnipress.eeg.backends.base import Answer, Backend, BackendFatalError
 from omnipress.eeg.embed import EmbeddingIndex, windows_fingerprint
 from omnipress.eeg.progress import progress_bar
-from omnipress.eeg.prompts import VARIANTS, PromptImage, build_prompt, parse_decision
-from omnipress.eeg.render import ImageStore
+from omnipress.eeg.prompts import (
+    PARSE_RULES,
+    UNPARSABLE,
+    VARIANTS,
+    PromptImage,
+    build_prompt,
+    check_template,
+    is_official_template,
+    parse_decision,
+)
+from omnipress.eeg.render import KINDS, ImageStore
 from omnipress.eeg.retrieve import Retriever, Selection
 
 if TYPE_CHECKING:
@@ -39,10 +51,13 @@ if TYPE_CHECKING:
 
 RESULTS = "results.jsonl"
 ERRORS = "errors.jsonl"
+REASKED = "reasked.jsonl"
 RUN_META = "run.json"
 QUERY_SCHEMES = ("every", "all_seizures", "all")
 # Settings that change answers: a resumed run must agree on them.
-_RESUME_KEYS = ("variant", "k", "seizure_mode", "background_mode", "order", "guard", "seed", "template")
+_RESUME_KEYS = (
+    "variant", "k", "seizure_mode", "background_mode", "order", "guard", "seed", "template", "parse", "image_kind",
+)  # fmt: skip
 
 
 def select_queries(
@@ -96,7 +111,11 @@ class RunConfig:
     template : str, optional
         Custom template text (:func:`~omnipress.eeg.prompts.build_prompt`).
     require_last_line : bool
-        Parse the decision from the last line only.
+        Parse the decision from the last line only (strict rule).
+    parse : {"strict", "official"}
+        Rule that turns an answer into a decision (:func:`~omnipress.eeg.prompts.parse_decision`).
+    image_kind : {"vlm", "vision"}
+        Rendering sent to the VLM: the labelled image (default) or the axis-free one.
     """
 
     variant: str = "raicl"
@@ -112,6 +131,8 @@ class RunConfig:
     seed: int = 0
     template: str | None = None
     require_last_line: bool = False
+    parse: str = "strict"
+    image_kind: str = "vlm"
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -120,6 +141,16 @@ class RunConfig:
             raise ValueError(f"queries must be one of {QUERY_SCHEMES}, got {self.queries!r}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if self.parse not in PARSE_RULES:
+            raise ValueError(f"parse must be one of {PARSE_RULES}, got {self.parse!r}")
+        if self.parse == "official" and self.require_last_line:
+            raise ValueError("require_last_line belongs to the strict parse rule, not to parse='official'")
+        if self.image_kind not in KINDS:
+            raise ValueError(f"image_kind must be one of {KINDS}, got {self.image_kind!r}")
+        if self.template is not None:
+            check_template(self.template)
+            if is_official_template(self.template) and self.order != "paper":
+                raise ValueError("an official-format template fixes the reference order; --order does not apply")
 
     @property
     def uses_references(self) -> bool:
@@ -140,6 +171,7 @@ class RunSummary:
     out_dir: Path
     planned: int
     already_done: int
+    reasked: int = 0
     answered: int = 0
     unparsable: int = 0
     errors: int = 0
@@ -152,7 +184,9 @@ class RunSummary:
 
     def __str__(self) -> str:
         return (
-            f"{self.out_dir}: {self.planned} queries, {self.already_done} already answered, {self.answered} answered "
+            f"{self.out_dir}: {self.planned} queries, {self.already_done} already answered"
+            + (f" ({self.reasked} unparsable set aside to ask again)" if self.reasked else "")
+            + f", {self.answered} answered "
             f"now ({self.unparsable} unparsable), {self.errors} failed, {self.remaining} remaining, "
             f"{self.seconds:.1f} s"
         )
@@ -232,6 +266,7 @@ def run(
     progress: bool = True,
     force: bool = False,
     max_consecutive_errors: int = 20,
+    reask_unparsable: bool = False,
 ) -> RunSummary:
     """Ask ``backend`` about every planned query of ``windows``; resumable (module docstring).
 
@@ -251,6 +286,8 @@ def run(
         Run settings; must agree with ``run.json`` when resuming unless ``force``.
     max_consecutive_errors : int
         Stop (raise `BackendFatalError`, a ``RuntimeError``) after this many failed requests in a row.
+    reask_unparsable : bool
+        Ask again the windows whose stored answer did not parse (module docstring).
     """
     config = config or RunConfig()
     out = Path(out_dir)
@@ -265,12 +302,14 @@ def run(
         retriever = config.retriever(index)
     _check_or_write_meta(out, config, backend, fingerprint, store.root, force=force)
 
-    done = {int(r["window"]) for r in read_jsonl(out / RESULTS, repair=True)}
+    answered_rows = read_jsonl(out / RESULTS, repair=True)
+    reasked = _set_aside_unparsable(out, answered_rows) if reask_unparsable else 0
+    done = {int(r["window"]) for r in answered_rows if not (reask_unparsable and int(r["pred"]) == UNPARSABLE)}
     planned = select_queries(windows.label, config.queries, config.every, windows.patient, config.patients)
     if config.limit is not None:
         planned = planned[: config.limit]
     todo = [int(q) for q in planned if int(q) not in done]
-    summary = RunSummary(out, planned=len(planned), already_done=len(planned) - len(todo))
+    summary = RunSummary(out, planned=len(planned), already_done=len(planned) - len(todo), reasked=reasked)
     if not todo:
         return summary
 
@@ -323,12 +362,39 @@ def run(
     return summary
 
 
+def _set_aside_unparsable(out: Path, rows: list[dict[str, Any]]) -> int:
+    """Move rows whose answer did not parse to ``reasked.jsonl``, then rewrite ``results.jsonl`` without them.
+
+    The archive is written (and fsynced) before the results file is atomically replaced, so a crash at any point
+    loses no answer and leaves no window twice in ``results.jsonl``.
+    """
+    unparsable = [r for r in rows if int(r["pred"]) == UNPARSABLE]
+    if not unparsable:
+        return 0
+    archive = _JsonlWriter(out / REASKED)
+    try:
+        for row in unparsable:
+            archive.write({**row, "set_aside": time.time()})
+    finally:
+        archive.close()
+    tmp = out / f".{RESULTS}.tmp"
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            if int(row["pred"]) != UNPARSABLE:
+                f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out / RESULTS)
+    return len(unparsable)
+
+
 def _prompt(config: RunConfig, store: ImageStore, windows, q: int, selection: Selection | None):
-    test = PromptImage(store.path(q, "vlm"), q, "test")
+    kind = config.image_kind
+    test = PromptImage(store.path(q, kind), q, "test")
     if selection is None:
         return build_prompt(config.variant, test, template=config.template)
-    seizure = [PromptImage(store.path(i, "vlm"), i, "reference", 1) for i in selection.seizure]
-    background = [PromptImage(store.path(i, "vlm"), i, "reference", 0) for i in selection.background]
+    seizure = [PromptImage(store.path(i, kind), i, "reference", 1) for i in selection.seizure]
+    background = [PromptImage(store.path(i, kind), i, "reference", 0) for i in selection.background]
     return build_prompt(
         config.variant,
         test,
@@ -341,7 +407,7 @@ def _prompt(config: RunConfig, store: ImageStore, windows, q: int, selection: Se
 
 
 def _result_row(config, windows, ids, store, q, selection, answer: Answer) -> dict[str, Any]:
-    decision = parse_decision(answer.text, require_last_line=config.require_last_line)
+    decision = parse_decision(answer.text, require_last_line=config.require_last_line, rule=config.parse)
     refs = []
     if selection is not None:
         for rows, dists, label in (
@@ -356,7 +422,7 @@ def _result_row(config, windows, ids, store, q, selection, answer: Answer) -> di
                         "patient": str(windows.patient[r]),
                         "label": label,
                         "distance": float(d),
-                        "image": str(store.path(r, "vlm").relative_to(store.root)),
+                        "image": str(store.path(r, config.image_kind).relative_to(store.root)),
                     }
                 )
     return {
@@ -370,9 +436,10 @@ def _result_row(config, windows, ids, store, q, selection, answer: Answer) -> di
         "pred": decision.value,
         "status": decision.status,
         "decision_line": decision.line,
+        "parse": config.parse,
         "answer": answer.text,
         "variant": config.variant,
-        "image": str(store.path(q, "vlm").relative_to(store.root)),
+        "image": str(store.path(q, config.image_kind).relative_to(store.root)),
         "references": refs,
         "background_source": None if selection is None else selection.background_source,
         "latency_s": round(answer.latency_s, 4),
@@ -396,7 +463,9 @@ def _check_or_write_meta(
         old = json.loads(meta_path.read_text())
         if old.get("windows_fingerprint") != fingerprint:
             raise ValueError(f"{out} holds a run on other windows; use another --out or force=True")
-        diff = [k for k in _RESUME_KEYS if old.get("config", {}).get(k) != meta["config"][k]]
+        defaults = asdict(RunConfig())  # settings added later: a run.json without them used the defaults
+        old_config = old.get("config", {})
+        diff = [k for k in _RESUME_KEYS if old_config.get(k, defaults[k]) != meta["config"][k]]
         old_model = old.get("backend", {}).get("model")
         if old_model != meta["backend"].get("model"):
             diff.append("model")
@@ -420,6 +489,7 @@ def _progress(total: int, enabled: bool, desc: str):
 __all__ = [
     "ERRORS",
     "QUERY_SCHEMES",
+    "REASKED",
     "RESULTS",
     "RUN_META",
     "RunConfig",

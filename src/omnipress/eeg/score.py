@@ -13,6 +13,10 @@ predicted event overlaps it; a predicted event overlapping no true event is a fa
 hour divide by the monitored time, the union of the scored windows' spans. Event numbers are meaningful when
 the queries cover the recordings contiguously (``queries="all"``); on a 1-in-10 subsample every window is
 its own event.
+
+Stored raw answers can be parsed again under either rule (``parse="strict"`` or ``"official"``,
+:data:`~omnipress.eeg.prompts.PARSE_RULES`) without asking the model again; every report counts the answers the two
+rules decide differently (``settings["rules_disagree"]``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from omnipress.eeg.prompts import PARSE_RULES, parse_decision, parse_official
 from omnipress.eeg.run import RESULTS, read_jsonl
 
 METRICS = ("bca", "sensitivity", "specificity", "f1", "unparsable_rate", "event_sensitivity", "fa_per_hour")
@@ -201,11 +206,44 @@ def dedupe(rows: Iterable[dict]) -> list[dict]:
     return list(latest.values())
 
 
+def reparse(rows: Iterable[dict], rule: str, *, require_last_line: bool = False) -> list[dict]:
+    """Rows with ``pred``, ``status`` and ``decision_line`` recomputed from the stored ``answer`` under ``rule``.
+
+    Rows without an ``answer`` field (the k-NN baseline) are returned unchanged. Nothing is asked again.
+    """
+    if rule not in PARSE_RULES:
+        raise ValueError(f"parse rule must be one of {PARSE_RULES}, got {rule!r}")
+    out = []
+    for row in rows:
+        if "answer" not in row:
+            out.append(row)
+            continue
+        rl = require_last_line and rule == "strict"
+        decision = parse_decision(row["answer"], require_last_line=rl, rule=rule)
+        out.append(
+            {**row, "pred": decision.value, "status": decision.status, "decision_line": decision.line, "parse": rule}
+        )
+    return out
+
+
+def parse_disagreements(rows: Iterable[dict], *, require_last_line: bool = False) -> tuple[int, int]:
+    """``(answers the strict and the official rule decide differently, answers)`` over rows with an ``answer``."""
+    differ = answers = 0
+    for row in rows:
+        if "answer" in row:
+            answers += 1
+            strict = parse_decision(row["answer"], require_last_line=require_last_line).value
+            differ += int(strict != parse_official(row["answer"]).value)
+    return differ, answers
+
+
 def score_rows(
     rows: Iterable[dict],
     *,
     merge_gap: float = 0.0,
     unparsable: Literal["exclude", "wrong"] = "exclude",
+    parse: str | None = None,
+    require_last_line: bool = False,
 ) -> ScoreReport:
     """Score result rows (``window, patient, recording, start, duration, label, pred``; ``pred`` -1 = unparsable).
 
@@ -217,6 +255,10 @@ def score_rows(
         Seconds allowed between windows merged into one event.
     unparsable : {"exclude", "wrong"}
         Leave unparsable answers out of window metrics (RAICL) or count them as misclassified.
+    parse : {"strict", "official"}, optional
+        Parse the stored answers again under this rule (:func:`reparse`); default: the decisions as recorded.
+    require_last_line : bool
+        With the strict rule, accept a decision on the last line only (as the run did with ``--require-last-line``).
     """
     if unparsable not in ("exclude", "wrong"):
         raise ValueError(f"unparsable must be 'exclude' or 'wrong', got {unparsable!r}")
@@ -228,13 +270,23 @@ def score_rows(
     missing = {"window", "patient", "recording", "start", "duration", "label", "pred"} - set(rows[0])
     if missing:
         raise ValueError(f"result rows lack fields {sorted(missing)}")
+    if parse is not None:
+        rows = reparse(rows, parse, require_last_line=require_last_line)
+    differ, answers = parse_disagreements(rows, require_last_line=require_last_line)
     by_patient: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_patient[str(r["patient"])].append(r)
     per_patient = [_group_score(name, group, merge_gap, unparsable) for name, group in sorted(by_patient.items())]
     pooled = _group_score("pooled", rows, merge_gap, unparsable)
     macro = {m: _nanmean([getattr(p, m) for p in per_patient]) for m in METRICS}
-    settings = {"merge_gap": merge_gap, "unparsable": unparsable, "n_rows": len(rows)}
+    settings = {
+        "merge_gap": merge_gap,
+        "unparsable": unparsable,
+        "n_rows": len(rows),
+        "parse": parse or "as recorded",
+        "answers": answers,
+        "rules_disagree": differ,
+    }
     return ScoreReport(per_patient=per_patient, macro=macro, pooled=pooled, settings=settings)
 
 
@@ -313,7 +365,9 @@ __all__ = [
     "interval_union_seconds",
     "load_results",
     "merge_events",
+    "parse_disagreements",
     "percent",
+    "reparse",
     "score_rows",
     "score_run",
     "window_metrics",

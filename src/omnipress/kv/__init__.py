@@ -1,6 +1,7 @@
 """KV-cache presses: prefill- and decoding-time eviction with real (ragged) memory savings."""
 
 from .adakv import AdaKV
+from .audiokv import AudioKV
 from .base import BudgetConfig, DecodingConfig, KVPress, LayerInputs, ScorerPress
 from .h2o import H2O
 from .knorm import KNorm
@@ -15,6 +16,7 @@ from .streaming_llm import StreamingLLM
 __all__ = [
     "H2O",
     "AdaKV",
+    "AudioKV",
     "BudgetConfig",
     "CompressionReport",
     "DecodingConfig",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from ..core.method import Method
-from ..spans import SCOPES
+from ..spans import SCOPES, ModalitySpans
 from .budgets import RaggedIndices, top_capacity_indices, top_uniform_indices
 from .report import CompressionReport
 
@@ -116,7 +116,8 @@ class LayerInputs:
     and out-of-scope tokens). Padding is neither, so it is never kept. `capacity` `(batch,)` is each row's base
     number of candidates kept per head (an int means the same for every row). `groups` `(batch,)` maps every row to
     a representative row with identical inputs (beam search copies a prompt `num_beams` times): duplicates take
-    their representative's selection, so the beams of a prompt share one layout. `phase` is `"decode"` for
+    their representative's selection, so the beams of a prompt share one layout. `spans` are the rows' modality
+    spans at prefill (presses that treat media specially, such as AudioKV, read them). `phase` is `"decode"` for
     decoding-time compression (layers then hold different numbers of entries; layer-wise hosts allocate from the
     budget alone).
     """
@@ -134,6 +135,7 @@ class LayerInputs:
     key_mask: torch.Tensor | None = None
     groups: torch.Tensor | None = None
     phase: str = "prefill"
+    spans: list[ModalitySpans] | None = None  # each row's modality spans at prefill (None at decoding time)
 
     def __post_init__(self) -> None:
         if self.phase not in ("prefill", "decode"):
@@ -238,6 +240,10 @@ class KVPress(Method):
         return select_tokens(ranks, caps, protected)
 
     def attach(self, session: ModelSession) -> Listener:
+        if session.adapter.is_encoder_decoder:  # Whisper: the press evicts the cross-attention cache's entries
+            from .cross import CrossAttentionPressListener
+
+            return CrossAttentionPressListener(self, session)
         from .session import PressListener
 
         return PressListener(self, session)

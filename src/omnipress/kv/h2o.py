@@ -24,4 +24,9 @@ class H2O(ScorerPress):
     chunk: int = 1024
 
     def score(self, layer: LayerInputs) -> torch.Tensor:
+        if getattr(layer, "cross", False):  # Whisper's cross-attention: no causality, every query sees every key
+            from .cross import cross_attention_scores
+
+            # the mean over the decoder prompt's queries: the accumulated attention divided by their count
+            return cross_attention_scores(layer.query, layer.keys, scaling=layer.scaling, key_mask=layer.padding_mask)
         return h2o_scores(layer.query, layer.keys, scaling=layer.scaling, chunk=self.chunk, key_mask=layer.padding_mask)

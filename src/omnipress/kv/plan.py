@@ -172,6 +172,7 @@ def compress_layer(
         capacity=plan.capacity,
         key_mask=plan.key_mask,
         groups=plan.groups,
+        spans=plan.spans,
     )
     with torch.no_grad():
         keep = press.keep_indices(inputs)

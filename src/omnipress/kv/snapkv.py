@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import LayerInputs, ScorerPress
-from .scoring import snapkv_scores
+from .scoring import pool1d, snapkv_scores
 
 
 @dataclass
@@ -35,6 +35,11 @@ class SnapKV(ScorerPress):
     pooling: str = "avg"
 
     def score(self, layer: LayerInputs) -> torch.Tensor:
+        if getattr(layer, "cross", False):  # Whisper's cross-attention: every decoder prompt query sees every key
+            from .cross import cross_attention_scores
+
+            scores = cross_attention_scores(layer.query, layer.keys, scaling=layer.scaling, key_mask=layer.padding_mask)
+            return pool1d(scores, self.kernel, self.pooling)  # (batch, kv_heads, N)
         if layer.window == 0:
             raise ValueError(f"{self.name} needs an observation window >= 1")
         scores = snapkv_scores(

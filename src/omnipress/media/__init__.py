@@ -8,6 +8,7 @@ from .video import (
     normalize_frames,
     qwen_video_patches,
     read_video,
+    video_duration,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "qwen_video_patches",
     "read_audio",
     "read_video",
+    "video_duration",
 ]

@@ -500,3 +500,16 @@ def qwen_video_patches(
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     patches = x.reshape(grid_t * grid_h * grid_w, channels * temporal_patch_size * patch_size * patch_size)
     return patches, torch.tensor([grid_t, grid_h, grid_w])
+
+
+def video_duration(path: str | os.PathLike) -> float | None:
+    """Seconds of the video file `path` as its container declares them (`None`: not declared or not a file)."""
+    av = require("av", extra="media", purpose="reading video")
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            return _declared(container).seconds
+    except (av.error.FFmpegError, OSError):
+        return None

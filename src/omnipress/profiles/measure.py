@@ -19,6 +19,7 @@ from torch import nn
 from ..kv.scoring import reduce_gqa, redundancy_weight, window_attention
 from ..kv.session import capture_prefill
 from .head_profile import HeadProfile
+from .store import ModelFingerprint
 
 
 def _mean_over_prompts(model: nn.Module, prompts: Iterable[Mapping[str, Any]], per_layer) -> tuple[torch.Tensor, int]:
@@ -41,7 +42,14 @@ def redundancy_profile(model: nn.Module, prompts: Iterable[Mapping[str, Any]], *
         return redundancy_weight(k.float()).mean(0)  # (kv_heads,)
 
     table, count = _mean_over_prompts(model, prompts, per_layer)
-    return HeadProfile(table, kind="key_redundancy", model=name or type(model).__name__, meta={"prompts": count})
+    return HeadProfile(
+        table,
+        kind="key_redundancy",
+        model=name or type(model).__name__,
+        fingerprint=ModelFingerprint.of(model, name),
+        calibration={"prompts": count},
+        meta={"prompts": count},
+    )
 
 
 def modality_head_profile(
@@ -66,5 +74,11 @@ def modality_head_profile(
 
     table, count = _mean_over_prompts(model, prompts, per_layer)
     return HeadProfile(
-        table, kind=f"{modality}_heads", model=name or type(model).__name__, meta={"prompts": count, "window": window}
+        table,
+        kind=f"{modality}_heads",
+        model=name or type(model).__name__,
+        fingerprint=ModelFingerprint.of(model, name),
+        calibration={"prompts": count},
+        settings={"window": window},
+        meta={"prompts": count, "window": window},
     )

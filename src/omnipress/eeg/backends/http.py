@@ -7,7 +7,11 @@ OpenAI-compatible endpoint (``https://generativelanguage.googleapis.com/v1beta/o
 Retry policy (RAICL's released code retries 429 and 500/503 up to 3 attempts): HTTP 429 waits for the
 ``Retry-After`` header if the server sends one, else ``wait_429 * backoff**(attempt-1)``; HTTP 500/502/503/504,
 timeouts and connection errors wait ``wait_5xx * backoff**(attempt-1)``; every wait is capped at ``max_wait``
-and gets up to ``jitter`` relative random extra. HTTP 401/403/404 raise `BackendFatalError` (no request
+and gets up to ``jitter`` relative random extra. An empty answer (HTTP 200 with no text, or only whitespace) is
+asked again after ``wait_empty`` seconds, as the official client does, within the same ``max_attempts``; if every
+attempt is empty the request fails (``errors.jsonl``: asked again on the next run). An answer blocked by the
+provider's content filter (``finish_reason="content_filter"``) is not asked again, as the official client does not
+retry safety blocks. HTTP 401/403/404 raise `BackendFatalError` (no request
 can succeed); other 4xx answers are recorded as errors without retry. A connection that fails (refused, unknown
 host) before the server has answered once also raises `BackendFatalError` at once: no server is there, so retrying
 every query would only waste time. Once it has answered, a failed connection is a transient error like a 5xx.
@@ -15,6 +19,11 @@ every query would only waste time. Once it has answered, a failed connection is 
 The API key is read from the environment variable named by ``api_key_env`` when the backend is created.
 It is only ever placed in the ``Authorization`` header: it is not part of ``repr``, :meth:`describe`, logs
 or error messages (any occurrence in a server's error body is masked).
+
+Provider safety settings (the official client turns Gemini's four harm filters off) are passed through as they are:
+``safety_settings`` is put into the request body at ``safety_field``, a dotted path (``"safety_settings"`` for
+proxies such as LiteLLM that forward it to Gemini). Whether an OpenAI-compatible endpoint accepts the field is up to
+the provider; one that rejects it answers HTTP 400, which is recorded as an error for every query.
 """
 
 from __future__ import annotations
@@ -37,6 +46,11 @@ from omnipress.extras import require
 
 RETRY_STATUS = frozenset({500, 502, 503, 504})
 FATAL_STATUS = frozenset({401, 403, 404})
+#: Gemini's four adjustable harm categories, each set to BLOCK_NONE (what the official RAICL client sends).
+SAFETY_OFF: tuple[dict[str, str], ...] = tuple(
+    {"category": f"HARM_CATEGORY_{c}", "threshold": "BLOCK_NONE"}
+    for c in ("HARASSMENT", "HATE_SPEECH", "SEXUALLY_EXPLICIT", "DANGEROUS_CONTENT")
+)
 
 
 class OpenAIChatBackend(Backend):
@@ -60,6 +74,8 @@ class OpenAIChatBackend(Backend):
         Requests per prompt, first one included.
     wait_429, wait_5xx, backoff, max_wait, jitter : float
         Retry waits (module docstring).
+    wait_empty : float
+        Seconds before asking again after an empty answer (2 s in the official client).
     temperature, max_tokens : float, int
         Sampling settings (RAICL: 0.0 and 2048).
     image_format : {"png", "jpeg"}
@@ -72,6 +88,10 @@ class OpenAIChatBackend(Backend):
         Extra JSON fields merged into every request (e.g. ``{"top_k": 1}`` or provider options).
     headers : dict, optional
         Extra HTTP headers (not for the key: use ``api_key_env``).
+    safety_settings : list of dict, optional
+        Provider safety settings passed through unchanged (e.g. :data:`SAFETY_OFF`).
+    safety_field : str
+        Dotted path in the request body where ``safety_settings`` go (module docstring).
     """
 
     name = "http"
@@ -91,6 +111,7 @@ class OpenAIChatBackend(Backend):
         backoff: float = 2.0,
         max_wait: float = 120.0,
         jitter: float = 0.1,
+        wait_empty: float = 2.0,
         temperature: float = 0.0,
         max_tokens: int = 2048,
         image_format: Literal["png", "jpeg"] = "png",
@@ -98,6 +119,8 @@ class OpenAIChatBackend(Backend):
         system_prompt: str | None = None,
         extra_body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        safety_settings: list[dict[str, Any]] | None = None,
+        safety_field: str = "safety_settings",
     ) -> None:
         httpx = require("httpx", extra="eeg", purpose="the OpenAI-compatible HTTP backend")
 
@@ -107,7 +130,7 @@ class OpenAIChatBackend(Backend):
             raise ValueError("model name is empty")
         if concurrency < 1 or max_attempts < 1:
             raise ValueError(f"concurrency and max_attempts must be >= 1, got {concurrency}, {max_attempts}")
-        if timeout <= 0 or min(wait_429, wait_5xx, max_wait, jitter) < 0 or backoff < 1:
+        if timeout <= 0 or min(wait_429, wait_5xx, wait_empty, max_wait, jitter) < 0 or backoff < 1:
             raise ValueError("timeout must be > 0, waits and jitter >= 0 and backoff >= 1")
         if image_format not in ("png", "jpeg"):
             raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
@@ -128,6 +151,11 @@ class OpenAIChatBackend(Backend):
         self.image_format, self.jpeg_quality = image_format, int(jpeg_quality)
         self.system_prompt = system_prompt
         self.extra_body = dict(extra_body or {})
+        self.wait_empty = float(wait_empty)
+        self.safety_settings = None if safety_settings is None else [dict(x) for x in safety_settings]
+        self.safety_field = safety_field
+        if self.safety_settings is not None:
+            _set_path(self.extra_body, safety_field, self.safety_settings)
         self.__key = key
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
@@ -151,6 +179,10 @@ class OpenAIChatBackend(Backend):
             "max_tokens": self.max_tokens,
             "image_format": self.image_format,
             "concurrency": self.concurrency,
+            "max_attempts": self.max_attempts,
+            "waits": {"429": self.wait_429, "5xx": self.wait_5xx, "empty": self.wait_empty, "backoff": self.backoff},
+            "safety_settings": self.safety_settings,
+            "safety_field": self.safety_field if self.safety_settings is not None else None,
         }
 
     # -- request building --------------------------------------------------------------------------
@@ -222,7 +254,17 @@ class OpenAIChatBackend(Backend):
                 self._answered = True
                 status = response.status_code
                 if status == 200:
-                    return self._answer(response, start, attempt)
+                    answer = self._answer(response, start, attempt)
+                    if answer.error is not None or answer.text.strip():
+                        return answer
+                    reason = answer.info.get("finish_reason")
+                    if reason == "content_filter":  # a safety block: asking again would only spend quota
+                        answer.text, answer.error = None, "answer blocked by the provider's content filter"
+                        return answer
+                    error = f"empty answer (finish_reason={reason}) on {attempt} attempt(s)"
+                    if attempt < self.max_attempts:
+                        time.sleep(self.wait_empty)
+                    continue
                 error = self._mask(f"HTTP {status}: {response.text[:300]}")
                 if status in FATAL_STATUS:
                     raise BackendFatalError(f"{self.url} answered {error}; check the URL, model name and API key")
@@ -253,9 +295,9 @@ class OpenAIChatBackend(Backend):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         usage = {k: v for k, v in (body.get("usage") or {}).items() if isinstance(v, (int, float))}
         info = {"finish_reason": choice.get("finish_reason")}
-        if content is None:
-            return Answer(None, "response has no text content", latency, attempt, usage, info)
-        return Answer(text=str(content), latency_s=latency, attempts=attempt, usage=usage, info=info)
+        return Answer(
+            text="" if content is None else str(content), latency_s=latency, attempts=attempt, usage=usage, info=info
+        )
 
     def _wait(self, base: float, attempt: int) -> float:
         wait_s = min(self.max_wait, base * self.backoff ** (attempt - 1))
@@ -305,4 +347,18 @@ class OpenAIChatBackend(Backend):
         self._client.close()
 
 
-__all__ = ["OpenAIChatBackend"]
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    """``body["a"]["b"] = value`` for ``path="a.b"``, creating the dicts on the way."""
+    keys = path.split(".")
+    if not all(keys):
+        raise ValueError(f"safety_field must be a dotted path like 'safety_settings' or 'a.b', got {path!r}")
+    node = body
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"safety_field {path!r} runs into a non-object value at {key!r}")
+        node = child
+    node[keys[-1]] = value
+
+
+__all__ = ["SAFETY_OFF", "OpenAIChatBackend"]

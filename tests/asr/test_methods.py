@@ -1,0 +1,59 @@
+"""The method-spec registry: parsing, building every registered method, and unavailable methods."""
+
+from __future__ import annotations
+
+import pytest
+
+import omnipress as op
+from omnipress.asr import METHODS, MethodUnavailableError, build_method, parse_method_list, parse_method_spec
+from omnipress.asr import methods as registry
+
+
+def test_specs_parse_with_the_meaning_of_their_ratio():
+    specs = parse_method_list("full, audiokv:0.4,headrouter:0.7,snapkv:0.4")
+    assert [s.label for s in specs] == ["full", "audiokv:0.4", "headrouter:0.7", "snapkv:0.4"]
+    assert METHODS["snapkv"].ratio_meaning == "compression" and METHODS["fastv"].ratio_meaning == "retain"
+    for bad, message in [
+        ("bogus:0.3", "unknown method 'bogus'"),
+        ("snapkv", "needs a ratio"),
+        ("snapkv:1.0", r"in \[0, 1\)"),
+        ("fastv:0", r"in \(0, 1\]"),
+        ("full:0.3", "no ratio"),
+        ("snapkv:x", "must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_method_spec(bad)
+    with pytest.raises(ValueError, match="twice"):
+        parse_method_list("snapkv:0.4,snapkv:0.4")
+
+
+def test_kv_presses_get_the_compression_and_pruners_the_retained_share():
+    assert build_method("full") is None
+    expected = {
+        "snapkv": op.SnapKV,
+        "adakv": op.AdaKV,
+        "pyramidkv": op.PyramidKV,
+        "h2o": op.H2O,
+        "streamingllm": op.StreamingLLM,
+        "knorm": op.KNorm,
+        "random": op.RandomPress,
+    }
+    for name, cls in expected.items():
+        press = build_method(f"{name}:0.4", window=8)
+        assert type(press) is cls and press.compression_ratio == 0.4 and press.window == 8
+    mix = build_method("mixkv:0.6")
+    assert isinstance(mix, op.MixKV) and isinstance(mix.host, op.SnapKV) and mix.host.compression_ratio == 0.6
+    audiokv = build_method("audiokv:0.4", profile=None, retain=0.2)  # options a class does not take are dropped
+    assert isinstance(audiokv, op.AudioKV) and audiokv.compression_ratio == 0.4
+    for name, cls in {"fastv": op.FastV, "dart": op.DART, "frame": op.FrameAudioPruner}.items():
+        pruner = build_method(f"{name}:0.7")
+        assert type(pruner) is cls and pruner.retain == 0.7
+    assert build_method("random-tokens:0.3").retain == 0.3
+
+
+def test_an_unavailable_method_is_a_clear_error(monkeypatch):
+    kind = registry.MethodKind("ghost", "omnipress.not_written_yet:Ghost", "kv")
+    monkeypatch.setitem(registry.METHODS, "ghost", kind)
+    spec = parse_method_spec("ghost:0.4")
+    with pytest.raises(MethodUnavailableError, match=r"'ghost'.*not available"):
+        build_method(spec)
