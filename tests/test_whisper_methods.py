@@ -83,6 +83,22 @@ def test_every_press_evicts_cross_attention_entries_under_beam_search(whisper, n
     assert not any(isinstance(layer, RaggedLayer) for layer in cache.self_attention_cache.layers)
 
 
+@pytest.mark.parametrize("name", ["adakv", "audiokv"])
+def test_head_wise_cross_attention_layers_hold_less_than_the_untouched_cache(whisper, name):
+    """Cross-attention layers never grow, so their ragged capacity is rounded to small pages
+    (`kv.cross.CROSS_PAGE_SIZE`): the spare slots stay below one page per head, and the physical bytes fall below the
+    untouched 1500-entry cache even though the padding is kept."""
+    from omnipress.kv.cross import CROSS_PAGE_SIZE
+
+    model, inputs, _ = whisper
+    _, cache = _generate(model, inputs, PRESSES[name](0.5))
+    for layer in cache.cross_attention_cache.layers:
+        assert layer.page_size == CROSS_PAGE_SIZE
+        assert max(c - n for c, n in zip(layer.capacities, layer.host_lengths)) < CROSS_PAGE_SIZE
+        dense = layer.batch_size * layer.num_heads * 1500 * 2 * layer.keys.shape[-1] * layer.keys.element_size()
+        assert layer.kv_bytes() < dense
+
+
 @pytest.mark.parametrize("name", ["snapkv", "adakv"])
 def test_compression_zero_is_bit_identical(whisper, vanilla, name):
     model, inputs, _ = whisper
