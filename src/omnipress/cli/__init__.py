@@ -1,4 +1,5 @@
-"""`omnipress` command line: `demo`, `compare` and the RAICL `eeg` pipeline.
+"""`omnipress` command line: `demo`, `compare`, `stream`, `transcribe`, `eval-asr`, `profile` and the RAICL `eeg`
+pipeline.
 
 User errors print one line on stderr and exit with status 1 (2 for options that do not go together); `--debug`
 shows the traceback instead. Help, `--version` and `eeg` do not import torch.

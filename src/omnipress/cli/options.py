@@ -92,7 +92,7 @@ class RawHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
 
 
 def build_parser() -> Parser:
-    """The parser of `omnipress demo|compare|eeg`."""
+    """The parser of `omnipress demo|compare|eeg` and the subcommands of `COMMAND_MODULES`."""
     parser = Parser(prog="omnipress", description=DESCRIPTION, epilog=EPILOG, formatter_class=RawHelpFormatter)
     parser.add_argument("--version", action="version", version=f"omnipress {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
