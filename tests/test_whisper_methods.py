@@ -76,6 +76,9 @@ def test_every_press_evicts_cross_attention_entries_under_beam_search(whisper, n
     # the ratio counts audio positions: half of each beam's audio entries are kept (over all heads and layers;
     # PyramidKV moves budget between layers, AdaKV between heads)
     kept_audio = sum(stats.kept_by_modality["audio"] for stats in report.layers)
+    # the 30 s padding is kept whole and reported as padding (not as text: a cross-attention cache holds no text)
+    assert all(set(stats.kept_by_modality) == {"audio", "padding"} for stats in report.layers)
+    assert report.kept_fraction("padding") == 1.0
     assert kept_audio == pytest.approx(len(cross) * 5 * heads * int(audio * 0.5), abs=len(cross) * 5 * heads)
     for layer in cross:
         for positions in layer.head_positions():

@@ -247,7 +247,7 @@ class CrossAttentionPressListener(Listener):
                 kept_per_head=ragged.kept_per_head,
                 bytes_before=real * entry_bytes,
                 bytes_after=ragged.kv_bytes(),
-                kept_by_modality=kept_by_modality(keep, plan["spans"], heads, key.shape[2], key.device),
+                kept_by_modality=kept_by_modality(keep, plan["spans"], heads, key.shape[2], key.device, rest="padding"),
                 kept_bytes=ragged.kept_bytes(),
             )
         )

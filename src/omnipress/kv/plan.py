@@ -213,10 +213,16 @@ def uncompressed_stats(plan: PrefillPlan, layer_idx: int, key: torch.Tensor, val
 
 
 def kept_by_modality(
-    keep: torch.Tensor | RaggedIndices, spans: list[ModalitySpans], heads: int, seq_len: int, device: torch.device
+    keep: torch.Tensor | RaggedIndices,
+    spans: list[ModalitySpans],
+    heads: int,
+    seq_len: int,
+    device: torch.device,
+    rest: str = "text",
 ) -> dict[str, int]:
-    """Kept entries per modality (summed over rows and heads) for a selection over `seq_len` columns."""
-    names = ["text", *sorted({s.modality for row in spans for s in row.spans})]
+    """Kept entries per modality (summed over rows and heads) for a selection over `seq_len` columns; columns outside
+    every span count as `rest` (the text of a prompt; Whisper's padding in a cross-attention cache)."""
+    names = [rest, *sorted({s.modality for row in spans for s in row.spans})]
     labels = torch.zeros(len(spans), seq_len, dtype=torch.long)  # 0 = text, 1.. = modality index
     for row, row_spans in enumerate(spans):
         for s in row_spans.spans:
