@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from omnipress.testing import local_tokenizer, tiny_model
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def kc():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("kv_compression", BENCHMARKS / "kv_compression.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["kv_compression"] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)
+    with benchmark_module("kv_compression.py") as module:
         yield module
-    finally:
-        sys.modules.pop("kv_compression", None)
-        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture()
@@ -200,14 +188,12 @@ def test_verdict_reads_interleaved_rounds(kc):
 
 
 def test_streaming_video_runs_each_section_with_its_own_options(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("streaming_video", BENCHMARKS / "streaming_video.py")
-    sv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sv)
-    args = sv.parse_args(["--sections", "prefill", "--device", "cuda", "--prefill-args", "--frames 4 --repeats 2"])
-    assert sv.section_argv("prefill", args) == ["--device", "cuda", "--frames", "4", "--repeats", "2"]
-    out = tmp_path / "encoder.json"
-    argv = ["--sections", "encoder", "--threads", "1"]
-    argv += ["--encoder-args", f"--tiny --towers siglip --frames 2 --out {out}"]
-    assert sv.main(argv) == 0
-    assert "## Streaming video: encoder" in capsys.readouterr().out
-    assert list(json.loads(out.read_text())["towers"]) == ["siglip (2 layers)"]
+    with benchmark_module("streaming_video.py") as sv:
+        args = sv.parse_args(["--sections", "prefill", "--device", "cuda", "--prefill-args", "--frames 4 --repeats 2"])
+        assert sv.section_argv("prefill", args) == ["--device", "cuda", "--frames", "4", "--repeats", "2"]
+        out = tmp_path / "encoder.json"
+        argv = ["--sections", "encoder", "--threads", "1"]
+        argv += ["--encoder-args", f"--tiny --towers siglip --frames 2 --out {out}"]
+        assert sv.main(argv) == 0
+        assert "## Streaming video: encoder" in capsys.readouterr().out
+        assert list(json.loads(out.read_text())["towers"]) == ["siglip (2 layers)"]

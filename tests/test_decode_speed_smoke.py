@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
+
 LABELS = ("none", "SnapKV", "PyramidKV", "AdaKV", "MixKV(AdaKV)")
 
 
 @pytest.fixture(scope="module")
 def ds():
-    saved = list(sys.path)
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("decode_speed", BENCHMARKS / "decode_speed.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["decode_speed"] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)
+    with benchmark_module("decode_speed.py") as module:
         yield module
-    finally:
-        sys.modules.pop("decode_speed", None)
-        sys.path[:] = saved
 
 
 def table_rows(text: str, length: int, batch: int) -> dict[str, list[str]]:

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from omnipress.asr import read_manifest
 from omnipress.testing import local_tokenizer, tiny_model
+from tests.benchmark_modules import benchmark_module
 
 from .asr.real import SPEECH, needs_speech
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("audio_bench", BENCHMARKS / "audio.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["audio_bench"] = module
-        spec.loader.exec_module(module)
+    with benchmark_module("audio.py", "audio_bench") as module:
         yield module
-    finally:
-        sys.modules.pop("audio_bench", None)
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_method_order_puts_every_method_at_the_first_ratio_first(bench):

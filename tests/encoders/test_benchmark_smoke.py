@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def se():
-    saved = list(sys.path)
-    try:
-        spec = importlib.util.spec_from_file_location("streaming_encoder", BENCHMARKS / "streaming_encoder.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["streaming_encoder"] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)
+    with benchmark_module("streaming_encoder.py") as module:
         yield module
-    finally:
-        sys.modules.pop("streaming_encoder", None)
-        sys.path[:] = saved
 
 
 def test_streaming_encoder_benchmark_runs_on_tiny_towers(se, tmp_path, capsys):

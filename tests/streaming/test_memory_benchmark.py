@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def sm():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("streaming_memory", BENCHMARKS / "streaming_memory.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["streaming_memory"] = module
-        spec.loader.exec_module(module)
+    with benchmark_module("streaming_memory.py") as module:
         yield module
-    finally:
-        sys.modules.pop("streaming_memory", None)
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_every_policy_runs_and_window_memory_is_flat(sm, tmp_path):

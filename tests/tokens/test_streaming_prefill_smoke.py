@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.benchmark_modules import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def sp():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("streaming_prefill", BENCHMARKS / "streaming_prefill.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["streaming_prefill"] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)
+    with benchmark_module("streaming_prefill.py") as module:
         yield module
-    finally:
-        sys.modules.pop("streaming_prefill", None)
-        sys.path.remove(str(BENCHMARKS))
 
 
 TINY = dict(llm_layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vision_hidden=32)
