@@ -39,6 +39,11 @@ def test_answers_at_their_times_with_the_timing_table(tmp_path, capsys):
     assert [a["time"] for a in record["answers"]] == [1.0, 1.5]
     assert record["timing"]["frames"] == 4 and record["timing"]["kv_bytes"] > 0
     assert record["timing"]["encoder_ms_per_frame"] > 0 and record["timing"]["prefill_ms_per_frame"] > 0
+    # the cacher (on by default, r=0.25, N=2) saw every frame: refresh frames 0 and 2, selective frames 1 and 3
+    assert record["methods"][0].startswith("STCCacher(update_ratio=0.25, interval=2")
+    assert record["methods"][1].startswith("STCPruner(tokens_per_frame=4")
+    stats = record["encoder_stats"][0]
+    assert stats["frames"] == 4 and stats["refresh_frames"] == 2 and 0.25 <= stats["recomputed_fraction"] < 1
 
 
 def test_window_memory_keeps_the_live_cache_to_its_frames(tmp_path):
@@ -51,6 +56,7 @@ def test_window_memory_keeps_the_live_cache_to_its_frames(tmp_path):
         assert run([*base, "--memory", memory, *extra, "--json", str(out)]) == 0
         records[memory] = json.loads(out.read_text())
     full, window = (records[m]["answers"][0] for m in ("full", "window"))
+    assert records["full"]["encoder_stats"] == []  # --no-cacher
     assert full["frames_in_cache"] == 6 and window["frames_in_cache"] == 2
     assert records["window"]["timing"]["kv_bytes"] < records["full"]["timing"]["kv_bytes"]
 

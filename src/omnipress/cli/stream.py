@@ -188,7 +188,14 @@ def run(args: argparse.Namespace, progress: Any) -> int:
     table = timing_table(session, answers)
     print(render(answers, table, last_time))
     if args.json is not None:
-        record = {"answers": [vars(a) for a in answers], "timing": table, "video": args.video, "fps": args.fps}
+        record = {
+            "answers": [vars(a) for a in answers],
+            "timing": table,
+            "video": args.video,
+            "fps": args.fps,
+            "methods": [repr(m) for m in (*session.encoders, session.pruner) if m is not None],
+            "encoder_stats": [_encoder_stats(m) for m in session.encoders],
+        }
         args.json.write_text(json.dumps(record, indent=1))
     return 0
 
@@ -228,6 +235,13 @@ def _session(args: argparse.Namespace, model: Any, processor: Any, frame_size: t
         return StreamingSession(model, processor, methods=methods, memory=memory, frame_size=frame_size)
     except ValueError as error:
         raise CLIError(str(error)) from error
+
+
+def _encoder_stats(method: Any) -> dict[str, Any]:
+    """What an encoder method reports about the stream (the STC-Cacher: frames, refresh frames, recomputed share)."""
+    stats = getattr(method, "stats", None)
+    names = ("frames", "refresh_frames", "recomputed_fraction")
+    return {"method": type(method).__name__, **{n: getattr(stats, n) for n in names if hasattr(stats, n)}}
 
 
 def _has_block(session: Any) -> bool:
