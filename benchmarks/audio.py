@@ -19,6 +19,10 @@ what is there (resume after a crash, no duplicates). Methods that are not import
     python benchmarks/audio.py --num-beams 5         # Whisper's usual beam search (5x the decoder work)
     python benchmarks/audio.py --kv-methods snapkv,audiokv --compressions 0.4 --token-methods ""
     python benchmarks/audio.py --report              # the table of everything in the results file
+    python benchmarks/audio.py --decode-speed 5      # decode ms/token of dense vs ragged layers, interleaved
+    python benchmarks/audio.py --evaluate list1 --kv-methods "audiokv[coverage=0.5]" ...   # choose defaults on list 1
+
+Method names take knobs (`audiokv[coverage=0]`, `headrouter[segments=8]`, see `omnipress.asr.methods`).
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ def run(
 def table(summaries: list[MethodSummary], full_wer: float | None) -> str:
     rows = []
     for s in summaries:
-        name, _, ratio = s.method.partition(":")
+        name, _, ratio = s.method.rpartition(":") if s.method != "full" else (s.method, "", "")
         delta = "" if full_wer is None or s.method == "full" else f"{100 * (s.wer - full_wer):+.2f}"
         rows.append(
             [
@@ -244,7 +248,8 @@ def report(results_path: Path) -> str:
         print(f"note: methods have different utterance counts {sorted(counts)} (a run in progress)", file=sys.stderr)
 
     def order(label: str) -> tuple:
-        name, _, ratio = label.partition(":")
+        name, _, ratio = label.rpartition(":") if label != "full" else (label, "", "")
+        name = name.partition("[")[0]  # knobs: audiokv[coverage=0] sorts with audiokv
         kind = METHODS.get(name)
         stage = 0 if kind is None else (1 if kind.stage == "kv" else 2)
         names = list(METHODS)
@@ -256,6 +261,39 @@ def report(results_path: Path) -> str:
     return table(summaries, full)
 
 
+def decode_speed(
+    model: Any,
+    processor: Any,
+    items: list[ManifestItem],
+    specs: list[MethodSpec],
+    options: dict[str, Any],
+    *,
+    repeats: int,
+    max_new_tokens: int = 40,
+) -> dict[tuple[str, str], float]:
+    """Median decode ms/token of every (method, clip), greedy, the methods interleaved within each repeat (a noisy
+    machine then slows every method alike)."""
+    import statistics
+
+    from omnipress.asr import transcribe
+
+    audio = {item.key: load_audio(item) for item in items}
+    runs: dict[tuple[str, str], list[float]] = {(s.label, i.key): [] for s in specs for i in items}
+    for _ in range(repeats):
+        for item in items:
+            for spec in specs:
+                result = transcribe(
+                    model,
+                    processor,
+                    audio[item.key],
+                    method=build_method(spec, **options),
+                    num_beams=1,
+                    max_new_tokens=max_new_tokens,
+                )
+                runs[spec.label, item.key].append(result.decode_ms_per_token)
+    return {key: statistics.median(values) for key, values in runs.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the speech folder (manifest.jsonl)")
@@ -264,11 +302,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compressions", default="0.2,0.4,0.6,0.8")
     parser.add_argument("--token-methods", default=TOKEN_METHODS)
     parser.add_argument("--retains", default="0.9,0.7,0.5,0.3")
+    parser.add_argument(
+        "--evaluate",
+        choices=("list2", "list1"),
+        default="list2",
+        help="the list scored: list2 (the evaluation list) or list1 (the calibration list, for choosing defaults: "
+        "results go to audio_beams<N>_list1.jsonl)",
+    )
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)")
     parser.add_argument("--report", action="store_true", help="only print the table of the results file")
+    parser.add_argument(
+        "--decode-speed",
+        type=int,
+        metavar="REPEATS",
+        help="instead: median decode ms/token of full, snapkv:0.4 and audiokv:0.4 (ragged layers) on a short and the "
+        "long clip of list 2, interleaved, REPEATS runs each",
+    )
     args = parser.parse_args(argv)
-    out = args.out or RESULTS / f"audio_beams{args.num_beams}.jsonl"
+    suffix = "" if args.evaluate == "list2" else "_list1"
+    out = args.out or RESULTS / f"audio_beams{args.num_beams}{suffix}.jsonl"
     if args.report:
         print(report(out))
         return 0
@@ -276,8 +329,17 @@ def main(argv: list[str] | None = None) -> int:
     from omnipress.weights_whisper import whisper_tiny_en
 
     calibration, evaluation = split_lists(read_manifest(args.data / "manifest.jsonl"))
+    if args.evaluate == "list1":  # the profiles are still calibrated on list 1: this is a sweep on calibration data
+        evaluation = calibration
     model, processor = whisper_tiny_en()
     options, notes = calibrate(model, processor, calibration, RESULTS / "audio_profiles")
+    if args.decode_speed:
+        clips = [i for i in evaluation if i.key in ("harvard_11.wav", "harvard_long_2.wav")] or evaluation[:2]
+        speed_specs = method_specs("snapkv,audiokv", "0.4", "", "")
+        medians = decode_speed(model, processor, clips, speed_specs, options, repeats=args.decode_speed)
+        rows = [[label, *(f"{medians[label, c.key]:.1f}" for c in clips)] for label in [s.label for s in speed_specs]]
+        print(markdown_table(["method", *(f"{c.key} ms/token" for c in clips)], rows))
+        return 0
     specs, skipped = available(
         method_specs(args.kv_methods, args.compressions, args.token_methods, args.retains), options
     )

@@ -23,6 +23,8 @@ def bench():
 def test_method_order_puts_every_method_at_the_first_ratio_first(bench):
     specs = bench.method_specs("snapkv,audiokv", "0.4,0.8", "fastv", "0.7")
     assert [s.label for s in specs] == ["full", "snapkv:0.4", "audiokv:0.4", "snapkv:0.8", "audiokv:0.8", "fastv:0.7"]
+    knobs = bench.method_specs("audiokv[coverage=0.5]", "0.4", "headrouter[segments=8]", "0.7")
+    assert [s.label for s in knobs] == ["full", "audiokv[coverage=0.5]:0.4", "headrouter[segments=8]:0.7"]
 
 
 @needs_speech
@@ -40,7 +42,9 @@ def test_tiny_run_calibrates_on_list_1_scores_list_2_and_resumes(bench, tmp_path
     options, notes = bench.calibrate(model, processor, calibration[:1], tmp_path / "profiles", probe_layer=0)
     assert set(options) == {"profile", "profiles"}, notes
     options["layer"] = 1
-    specs, skipped = bench.available(bench.method_specs("snapkv,audiokv", "0.5", "headrouter", "0.5"), options)
+    specs, skipped = bench.available(
+        bench.method_specs("snapkv,audiokv[coverage=0]", "0.5", "headrouter", "0.5"), options
+    )
     assert not skipped and len(specs) == 4
     out = tmp_path / "audio.jsonl"
     logged: list[str] = []
@@ -56,4 +60,10 @@ def test_tiny_run_calibrates_on_list_1_scores_list_2_and_resumes(bench, tmp_path
     with pytest.raises(ValueError, match="num_beams=1"):
         bench.run(model, processor, evaluation[:1], specs, out, num_beams=5, options=options)
     table = bench.report(out)
-    assert table.splitlines()[2].startswith("| full |") and "audiokv" in table and "headrouter" in table
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    assert [(name.strip(), ratio.strip()) for name, ratio in rows] == [
+        ("full", "-"),
+        ("snapkv", "0.5"),
+        ("audiokv[coverage=0]", "0.5"),
+        ("headrouter", "0.5"),
+    ]

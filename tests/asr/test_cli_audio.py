@@ -34,6 +34,9 @@ def run(argv: list[str]) -> int:
         (["eval-asr", "/no/manifest.jsonl"], "manifest not found"),
         (["eval-asr", "{manifest}", "--methods", "full,snapkv:1.5"], "compression (fraction removed)"),
         (["eval-asr", "{manifest}", "--results", "/no/dir/r.jsonl"], "does not exist"),
+        (["eval-asr", "{manifest}", "--methods", "audiokv[cov=1]:0.4"], "AudioKV takes no cov; its knobs: "),
+        (["eval-asr", "{manifest}", "--methods", "audiokv[coverage]:0.4"], "name=value pairs"),
+        (["transcribe", "{clip}", "--press", "headrouter[segs=2]", "--retain", "0.5"], "HeadRouter takes no segs"),
     ],
 )
 def test_bad_options_are_one_line_errors(capsys, argv, message):
@@ -76,3 +79,6 @@ def test_transcribe_under_a_press(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.splitlines()[0].lower().startswith(f"{clip.lower()}: front")
     assert "snapkv:0.4" in out and "ms/token" in out and "MiB" in out
+    argv = ["transcribe", clip, "--press", "audiokv[coverage=0]", "--compression", "0.4", "--num-beams", "1", "--quiet"]
+    assert run(argv) == 0
+    assert "audiokv[coverage=0]:0.4" in capsys.readouterr().out  # knobs reach the method and its label

@@ -27,6 +27,38 @@ def test_specs_parse_with_the_meaning_of_their_ratio():
         parse_method_list("snapkv:0.4,snapkv:0.4")
 
 
+def test_knobs_in_a_spec_reach_the_method_and_its_label():
+    specs = parse_method_list(
+        "audiokv[coverage=0.5;alpha=1]:0.4, headrouter[segments=8;debias=detrend]:0.7, mixkv[use_value_norm=false]:0.3"
+    )
+    assert [s.label for s in specs] == [
+        "audiokv[alpha=1;coverage=0.5]:0.4",
+        "headrouter[debias=detrend;segments=8]:0.7",
+        "mixkv[use_value_norm=false]:0.3",
+    ]
+    press = build_method(specs[0], profile=None)
+    assert press.coverage == 0.5 and press.alpha == 1 and press.compression_ratio == 0.4
+    router = build_method(specs[1], profiles=None)
+    assert router.segments == 8 and router.debias == "detrend" and router.retain == 0.7
+    assert build_method("audiokv-topk[coverage=0.25]:0.4").coverage == 0.25  # knobs beat the registry's defaults
+    assert build_method("headrouter[routing=hard;force_profile=none;renormalize=false]:0.5").renormalize is False
+    mix = build_method(specs[2])
+    assert mix.use_value_norm is False and mix.host.compression_ratio == 0.3
+    for bad, message in [
+        ("audiokv[coverage]:0.4", "name=value"),
+        ("audiokv[coverage=1:0.4", "name\\[knob=value"),
+        ("audiokv[retain=0.2]:0.4", "after the colon"),
+        ("audiokv[alpha=1;alpha=0]:0.4", "twice"),
+        ("full[alpha=1]", "no knobs"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_method_spec(bad)
+    with pytest.raises(ValueError, match="AudioKV takes no cov"):
+        build_method("audiokv[cov=1]:0.4")
+    with pytest.raises(ValueError, match="coverage must lie"):
+        build_method("audiokv[coverage=2]:0.4")
+
+
 def test_kv_presses_get_the_compression_and_pruners_the_retained_share():
     assert build_method("full") is None
     expected = {
@@ -49,6 +81,10 @@ def test_kv_presses_get_the_compression_and_pruners_the_retained_share():
         pruner = build_method(f"{name}:0.7")
         assert type(pruner) is cls and pruner.retain == 0.7
     assert build_method("random-tokens:0.3").retain == 0.3
+    # the ablations: the paper-style whole-span top-k without temporal coverage
+    assert audiokv.coverage == 0.75 and build_method("audiokv-topk:0.4").coverage == 0.0
+    topk = build_method("headrouter-topk:0.7", profiles=None)
+    assert isinstance(topk, op.HeadRouter) and topk.segments == 0 and build_method("headrouter:0.7").segments == 32
 
 
 def test_an_unavailable_method_is_a_clear_error(monkeypatch):

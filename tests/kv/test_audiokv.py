@@ -21,7 +21,7 @@ from omnipress.kv.session import capture_prefill, compress_captured
 from omnipress.kv.spectral import headkv_capacities
 from omnipress.testing import tiny_inputs, tiny_model
 
-from .test_spectral import brute_smooth
+from .test_spectral import brute_even, brute_smooth
 from .test_wiring import pool, snapkv_ref
 
 WINDOW = 4
@@ -93,7 +93,7 @@ def profile_for(capture, seed: int = 0) -> op.HeadProfile:
 @pytest.mark.parametrize(("alpha", "keep", "kernel"), [(0.8, 0.1, 5), (1.0, 0.3, 3), (0.0, 0.1, 1)])
 def test_scores_and_selection_equal_the_brute_force_reference(layer_idx, alpha, keep, kernel):
     _, _, capture = audio_prefill()
-    press = op.AudioKV(compression_ratio=0.5, window=WINDOW, alpha=alpha, keep=keep, kernel=kernel)
+    press = op.AudioKV(compression_ratio=0.5, window=WINDOW, alpha=alpha, keep=keep, kernel=kernel, coverage=0.0)
     inputs = layer_inputs(capture, press, layer_idx)
     want = reference_scores(capture, layer_idx, kernel=kernel, alpha=alpha, keep=keep, taper=0.5)
     got = press.score(inputs)[0, :, : want.shape[1]]
@@ -105,6 +105,27 @@ def test_scores_and_selection_equal_the_brute_force_reference(layer_idx, alpha, 
         cand = inputs.candidates[0, 0].nonzero().flatten().tolist()
         ranked = sorted(cand, key=lambda i: (-float(want[head, i]), i))[:capacity]
         assert sorted(kept) == sorted(protected + ranked) or _near_tie(want[head], kept, protected, ranked)
+
+
+@pytest.mark.parametrize(("coverage", "profiled"), [(0.75, False), (0.3, True), (1.0, True)])
+def test_coverage_spreads_its_share_of_each_head_budget_evenly_over_the_audio(coverage, profiled):
+    _, _, capture = audio_prefill()
+    profile = profile_for(capture, seed=2) if profiled else None
+    press = op.AudioKV(compression_ratio=0.7, window=WINDOW, coverage=coverage, profile=profile, beta=1.5)
+    inputs = layer_inputs(capture, press, 1)
+    scores = press.score(inputs)[0]
+    budgets = press.capacities(inputs, press.score(inputs))[0].tolist()
+    protected = (~inputs.candidates[0, 0]).nonzero().flatten().tolist()
+    cand_mask = inputs.candidates[0, 0].tolist()
+    cand = [i for i, c in enumerate(cand_mask) if c]
+    for head, kept in enumerate(lists(press.keep_indices(inputs))):
+        spread = brute_even(cand_mask, round(coverage * budgets[head]))  # scope="audio": every candidate is audio
+        rest = [i for i in cand if i not in spread]
+        ranked = sorted(rest, key=lambda i: (-float(scores[head, i]), i))[: budgets[head] - len(spread)]
+        assert set(spread) <= set(kept)
+        assert sorted(kept) == sorted(protected + spread + ranked) or _near_tie(
+            scores[head], kept, protected + spread, ranked
+        )
 
 
 def _near_tie(scores, kept, protected, ranked) -> bool:
@@ -210,6 +231,7 @@ KNOBS = {
     ),
     "sinks": ({"scope": "all"}, {"scope": "all", "sinks": 8}),
     "scope": ({"scope": "audio"}, {"scope": "all"}),
+    "coverage": ({"coverage": 0.0}, {"coverage": 1.0}),
 }
 
 
@@ -238,6 +260,8 @@ def test_bad_settings_are_refused():
         op.AudioKV()
     with pytest.raises(ValueError, match="whisper_padding"):
         op.AudioKV(compression_ratio=0.4, whisper_padding="trim")
+    with pytest.raises(ValueError, match="coverage"):
+        op.AudioKV(compression_ratio=0.4, coverage=1.5)
     _, _, capture = audio_prefill()
     wrong = op.HeadProfile(torch.ones(5, 2), kind="audio_heads")
     with pytest.raises(ValueError, match="5 layers"):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from omnipress.kv.spectral import cutoff_bins, headkv_capacities, lowpass_mask, spectral_smooth
+from omnipress.kv.spectral import cutoff_bins, even_positions, headkv_capacities, lowpass_mask, spectral_smooth
 
 
 def brute_smooth(x, *, alpha, keep, taper, padding="reflect", cutoff=None):
@@ -161,3 +161,33 @@ def test_headkv_caps_pass_the_surplus_on_and_validate():
         headkv_capacities(torch.tensor([1.0, -1.0]), 4)
     with pytest.raises(ValueError, match="temperature"):
         headkv_capacities(torch.ones(2), 4, temperature=0.5)
+
+
+def brute_even(allowed: list[bool], count: int) -> list[int]:
+    """`count` allowed positions, one per stride of `L / count`, the one nearest each stride's centre (rounding
+    half up), by the definition."""
+    cols = [i for i, a in enumerate(allowed) if a]
+    length, m = len(cols), min(count, len(cols))
+    return [cols[math.floor((j + 0.5) * length / m)] for j in range(m)] if m else []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_even_positions_spread_the_count_over_the_allowed_positions(seed):
+    g = torch.Generator().manual_seed(seed)
+    allowed = torch.rand(3, 4, 37, generator=g) < 0.6
+    counts = torch.randint(0, 30, (3, 4), generator=g)
+    got = even_positions(allowed, counts)
+    assert not bool((got & ~allowed).any())
+    for b in range(3):
+        for h in range(4):
+            want = brute_even(allowed[b, h].tolist(), int(counts[b, h]))
+            assert got[b, h].nonzero().flatten().tolist() == want
+    # one allowed mask broadcast over heads with their own counts; a stride of 4 over 12 positions
+    row = torch.zeros(1, 1, 20, dtype=torch.bool)
+    row[..., 4:16] = True
+    spread = even_positions(row.expand(1, 2, 20), torch.tensor([[3, 0]]))
+    assert spread[0, 0].nonzero().flatten().tolist() == [6, 10, 14] and not bool(spread[0, 1].any())
+    with pytest.raises(ValueError, match="bool"):
+        even_positions(torch.ones(4), torch.tensor(1))
+    with pytest.raises(ValueError, match=">= 0"):
+        even_positions(row, torch.tensor([[-1]]))

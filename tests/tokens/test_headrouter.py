@@ -21,7 +21,7 @@ from omnipress.tokens.headrouter import (
 )
 from omnipress.tokens.inllm import fastv_scores
 from omnipress.tokens.inllm.base import Probe
-from omnipress.tokens.inllm.scoring import top_fraction
+from omnipress.tokens.inllm.scoring import top_fraction, top_fraction_by_segment
 
 
 def _attention(seed=0, bsz=2, heads=4, seq=12):
@@ -54,11 +54,28 @@ def _profiles(heads=4, names=("semantic", "acoustic"), bins=4, seed=0, probe_lay
 # -- math -----------------------------------------------------------------------------------------------------------
 def test_uniform_head_weights_give_fastv_scores():
     a, c = _attention()
-    router = op.HeadRouter(retain=0.5, debias="none", renormalize=False, query="last")
+    router = op.HeadRouter(retain=0.5, debias="none", renormalize=False, query="last", segments=0)
     probe = Probe(c, torch.ones_like(c), a)
     torch.testing.assert_close(router.score(probe)[c], fastv_scores(a)[c], rtol=1e-6, atol=1e-7)  # the audio
     fastv = op.FastV(retain=0.5)
     assert torch.equal(router.select(probe), fastv.select(probe))
+
+
+def test_segment_wise_ranking_keeps_the_top_share_of_every_segment():
+    a, c = _attention()
+    probe = Probe(c, torch.ones_like(c), a)
+    for segments in (1, 2, 3, 32):
+        router = op.HeadRouter(retain=0.5, debias="none", segments=segments)
+        want = top_fraction_by_segment(router.score(probe), c, 0.5, segments)
+        assert torch.equal(router.select(probe), want)
+    # a probe that prefers the first half of the audio: one segment keeps only that half, two keep half of each
+    ramp = torch.linspace(1.0, 0.0, 8).view(1, 1, 8).expand(1, 4, 8).contiguous()
+    audio = torch.ones(1, 8, dtype=torch.bool)
+    flat = Probe(audio, audio, ramp)
+    whole = op.HeadRouter(retain=0.5, debias="none", renormalize=False, segments=0).select(flat)
+    halves = op.HeadRouter(retain=0.5, debias="none", renormalize=False, segments=2).select(flat)
+    assert whole[0].nonzero().flatten().tolist() == [0, 1, 2, 3]
+    assert halves[0].nonzero().flatten().tolist() == [0, 1, 4, 5]
 
 
 def test_audio_bins_and_prior_debias_match_a_loop():
@@ -144,8 +161,8 @@ def test_every_knob_reaches_the_scores():
         assert not torch.allclose(other, expected), knob
     forced = op.HeadRouter(**base, force_profile="semantic").score(probe)
     torch.testing.assert_close(forced, head_weighted_scores(profiles.weights[:1].expand(2, -1), debiased))
-    selected = router.select(probe)
-    assert torch.equal(selected, top_fraction(expected, c, 0.5))
+    assert torch.equal(router.select(probe), top_fraction_by_segment(expected, c, 0.5, 32))  # the default
+    assert torch.equal(op.HeadRouter(**base, segments=0).select(probe), top_fraction(expected, c, 0.5))
 
 
 def test_knob_errors():
@@ -162,6 +179,8 @@ def test_knob_errors():
         op.HeadRouter(profiles=profiles, temperature=0)
     with pytest.raises(ValueError, match="query"):
         op.HeadRouter(profiles=profiles, query="first")
+    with pytest.raises(ValueError, match="segments"):
+        op.HeadRouter(profiles=profiles, segments=-1)
     with pytest.raises(ValueError, match="force_profile"):
         op.HeadRouter(profiles=profiles, force_profile="music")
     with pytest.raises(ValueError, match="probe layer 1"):
@@ -193,7 +212,7 @@ def test_headrouter_on_qwen2_audio_prunes_with_routing():
     a = attention[:, :, start:].mean(2)
     expected = router.select(Probe(c, torch.ones_like(c), a))
     assert torch.equal(report.keep & c, expected)
-    uniform = op.HeadRouter(retain=0.5, layer=2, debias="none", renormalize=False, query="last")
+    uniform = op.HeadRouter(retain=0.5, layer=2, debias="none", renormalize=False, query="last", segments=0)
     fastv = op.FastV(retain=0.5, layer=2)
     for method in (uniform, fastv):
         with method(model), torch.no_grad():

@@ -23,11 +23,15 @@ from ..cache.accounting import cache_kv_bytes
 
 
 class _InternalWhisperNotice(logging.Filter):
-    """Drops the notice transformers' own Whisper `generate` triggers on every call (it passes `suppress_tokens` beside
-    `generation_config` to itself, transformers PR #48108); our call passes neither."""
+    """Drops two notices transformers' own Whisper `generate` triggers on every call: it passes `suppress_tokens`
+    beside `generation_config` to itself (transformers PR #48108), and Whisper's generation config carries
+    `max_length=448`, so a `max_new_tokens` cap is reported as a clash (the cap is what we asked for)."""
+
+    NOTICES = ("together with generation-related arguments", "`max_new_tokens` will take precedence")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "together with generation-related arguments" not in record.getMessage()
+        message = record.getMessage()
+        return not any(notice in message for notice in self.NOTICES)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@
     omnipress transcribe clip.wav --model whisper-tiny-en --press audiokv --compression 0.4
     omnipress eval-asr manifest.jsonl --methods full,audiokv:0.4,headrouter:0.7,snapkv:0.4
 
-Method specs are `name:ratio`: the compression (fraction removed) for KV presses, the retained share of audio tokens
-for token pruners (`omnipress.asr.methods`). No torch import at module level.
+Method specs are `name:ratio` or `name[knob=value;...]:ratio`: the compression (fraction removed) for KV presses, the
+retained share of audio tokens for token pruners (`omnipress.asr.methods`). No torch import at module level.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         formatter_class=HelpFormatter,
     )
     tr.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
-    tr.add_argument("--press", metavar="NAME", help="a method name (see eval-asr --help); default: none")
+    tr.add_argument(
+        "--press", metavar="NAME", help="a method name, with knobs as name[knob=value;...] (see eval-asr --help)"
+    )
     tr.add_argument("--compression", type=float, metavar="C", help="a KV press's compression ratio, in [0, 1)")
     tr.add_argument("--retain", type=float, metavar="R", help="a token pruner's retained share, in (0, 1]")
     _add_common(tr)
@@ -51,9 +53,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--methods",
         default=DEFAULT_METHODS,
         metavar="SPECS",
-        help="comma-separated name[:ratio]: full, KV presses with a compression (snapkv, adakv, pyramidkv, h2o, "
-        "streamingllm, knorm, random, mixkv, audiokv) and token pruners with a retained share (headrouter, "
-        f"fastv, dart, frame, random-tokens) (default: {DEFAULT_METHODS})",
+        help="comma-separated name[:ratio], knobs as name[knob=value;...]:ratio: full, KV presses with a "
+        "compression (snapkv, adakv, pyramidkv, h2o, streamingllm, knorm, random, mixkv, audiokv, audiokv-topk) and "
+        "token pruners with a retained share (headrouter, headrouter-topk, fastv, dart, frame, random-tokens); the "
+        f"-topk variants rank the whole audio span at once, without temporal coverage (default: {DEFAULT_METHODS})",
     )
     ev.add_argument("--results", type=Path, metavar="FILE", help="JSONL file of per-utterance results (resumable)")
     ev.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N utterances")
@@ -92,7 +95,7 @@ def check(args: argparse.Namespace) -> None:
                 raise UsageError("--compression/--retain need --press")
             args.spec = parse_method_spec("full")
             return
-        kind = METHODS.get(args.press.lower())
+        kind = METHODS.get(args.press.partition("[")[0].strip().lower())
         if kind is None:
             raise UsageError(f"--press {args.press}: unknown method; known: {', '.join(METHODS)}")
         wanted, other = ("compression", "retain") if kind.stage == "kv" else ("retain", "compression")
@@ -102,9 +105,10 @@ def check(args: argparse.Namespace) -> None:
         if value is None:
             raise UsageError(f"--press {kind.name} needs --{wanted}")
         try:
-            args.spec = parse_method_spec(f"{kind.name}:{value}")
+            args.spec = parse_method_spec(f"{args.press}:{value}")
         except ValueError as error:
             raise UsageError(str(error)) from None
+        _check_knobs([args.spec])
         return
     if not args.manifest.is_file():
         raise CLIError(f"manifest not found: {args.manifest}")
@@ -114,6 +118,19 @@ def check(args: argparse.Namespace) -> None:
         args.specs = parse_method_list(args.methods)
     except ValueError as error:
         raise UsageError(f"--methods: {error}") from None
+    _check_knobs(args.specs)
+
+
+def _check_knobs(specs: list[Any]) -> None:
+    """Unknown knob names fail here, before the model loads (this imports the classes of specs with knobs)."""
+    from ..asr.methods import MethodUnavailableError, check_knobs
+
+    for spec in specs:
+        if spec.knobs:
+            try:
+                check_knobs(spec)
+            except (MethodUnavailableError, ValueError) as error:
+                raise UsageError(f"{spec.label}: {error}") from None
 
 
 def method_options(args: argparse.Namespace, model: Any) -> dict[str, Any]:

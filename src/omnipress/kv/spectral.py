@@ -202,3 +202,30 @@ def headkv_capacities(
         if len(caps) != heads:
             raise ValueError(f"upper has {len(caps)} entries for {heads} heads")
     return torch.tensor(apportion(ideal, heads * base, caps), dtype=torch.long)
+
+
+def even_positions(allowed: Tensor, counts: Tensor) -> Tensor:
+    """Mark `counts` evenly spaced positions among the `True` positions of `allowed`, per row.
+
+    `allowed` `(..., N)` bool (for example one row's audio positions) and `counts` `(...)` int (broadcast against
+    `allowed`'s leading dims). Among the `L` allowed positions of a row, those of rank `floor((j + 1/2) L / m)`
+    (0-based, in order) for `j < m = min(count, L)` are marked: one per stride of `L / m`, at its centre.
+    Vectorised (no per-row loop).
+
+    Returns a bool tensor of the broadcast shape `(..., N)`.
+    """
+    allowed = torch.as_tensor(allowed)
+    if allowed.dtype != torch.bool or allowed.dim() < 1:
+        raise ValueError("allowed must be a bool tensor of shape (..., N)")
+    counts = torch.as_tensor(counts, device=allowed.device).long()
+    if bool((counts < 0).any()):
+        raise ValueError("counts must be >= 0")
+    length = allowed.sum(-1, keepdim=True)  # (..., 1)
+    m = torch.minimum(counts.unsqueeze(-1), length)
+    rank = allowed.long().cumsum(-1) - 1  # rank of each allowed position
+    two_l = (2 * length).clamp_min(1)
+    # rank r is marked when some j has r <= (j + 1/2) L / m < r + 1:
+    # ceil(((2r + 2) m - L) / 2L) > ceil((2r m - L) / 2L)
+    after = -torch.div(length - (2 * rank + 2) * m, two_l, rounding_mode="floor")
+    before = -torch.div(length - 2 * rank * m, two_l, rounding_mode="floor")
+    return allowed & (after > before)

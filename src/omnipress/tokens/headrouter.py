@@ -11,8 +11,9 @@ HeadRouter (He et al., arXiv 2604.23717; no public code: this follows the recons
    share) is z-scored and compared with the task profiles' centroids (semantic vs acoustic); the profiles' sparse
    head weights are mixed by `softmax(-distance^2 / temperature)` (`routing="soft"`) or the nearest profile's are
    taken (`"hard"`);
-4. **head-weighted token scores** `s[j] = sum_h w[h] * a~[h, j]`; the top `retain` share of the audio tokens is kept
-   and the layers from K on run on them (`omnipress.tokens.inllm`).
+4. **head-weighted token scores** `s[j] = sum_h w[h] * a~[h, j]`; the top `retain` share of the audio tokens is kept,
+   segment by segment (`segments`, spec §2.2 step 3d: each of 32 equal runs of the audio keeps its share, so a
+   region the probe ignores is not emptied), and the layers from K on run on them (`omnipress.tokens.inllm`).
 
 The task profiles come from a calibration set (`omnipress.profiles.router.RouterProfiles.build`). Without
 profiles the head weights are uniform (and with `debias="none"`, `renormalize=False`, `query="last"` the scores
@@ -30,6 +31,7 @@ import torch
 
 from ..profiles.store import normalize_model_name
 from .inllm.base import InLLMPruner, Probe
+from .inllm.scoring import top_fraction_by_segment
 
 if TYPE_CHECKING:
     from ..core.session import Listener, ModelSession
@@ -166,6 +168,10 @@ class HeadRouter(InLLMPruner):
         Routing temperature on z-scored behaviour vectors.
     force_profile : str or None
         Use this profile's head weights for every input (the "oracle" routing of ablations).
+    segments : int
+        Segment-wise ranking (spec §2.2 step 3d): split the audio into this many equal runs and keep the top
+        `retain` share of each (`inllm.scoring.top_fraction_by_segment`), so that no stretch of audio loses all its
+        tokens to a region the probe prefers; 0 (default) ranks the whole span at once, as FastV does.
     """
 
     retain: float = 0.7
@@ -177,6 +183,7 @@ class HeadRouter(InLLMPruner):
     routing: str = "soft"
     temperature: float = 1.0
     force_profile: str | None = None
+    segments: int = 32
 
     uses_attention: ClassVar[bool] = True
 
@@ -197,6 +204,8 @@ class HeadRouter(InLLMPruner):
             or self.temperature <= 0
         ):
             raise ValueError(f"temperature must be a positive number, got {self.temperature!r}")
+        if isinstance(self.segments, bool) or not isinstance(self.segments, int) or self.segments < 0:
+            raise ValueError(f"segments must be an int >= 0 (0: rank the whole span), got {self.segments!r}")
         if isinstance(self.profiles, (str, Path)):
             from ..profiles.router import RouterProfiles
 
@@ -274,6 +283,11 @@ class HeadRouter(InLLMPruner):
         )
         weights = self.head_weights(attention, debiased, candidates)
         return head_weighted_scores(weights, debiased)
+
+    def select(self, probe: Probe) -> torch.Tensor:
+        if self.segments == 0:
+            return super().select(probe)
+        return top_fraction_by_segment(self.score(probe), probe.candidates, self.retain, self.segments)
 
     def _routing(self) -> torch.Tensor | None:
         return self._last_routing

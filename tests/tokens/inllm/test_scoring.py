@@ -15,6 +15,7 @@ from omnipress.tokens.inllm.scoring import (
     retained_counts,
     tail_query_rows,
     top_fraction,
+    top_fraction_by_segment,
 )
 
 
@@ -123,3 +124,31 @@ def test_dart_scores_match_a_loop():
 def test_check_retain_refuses(bad):
     with pytest.raises(ValueError, match="retain"):
         check_retain(bad)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_fraction_by_segment_matches_a_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(40):
+        n = int(torch.randint(1, 40, (), generator=g))
+        candidates = torch.rand(3, n, generator=g) < 0.7
+        scores = torch.randn(3, n, generator=g).round(decimals=1)  # ties: the earlier column wins
+        segments = int(torch.randint(1, 9, (), generator=g))
+        retain = float(torch.rand((), generator=g)) * 0.99 + 0.01
+        got = top_fraction_by_segment(scores, candidates, retain, segments)
+        for b in range(3):
+            cols = candidates[b].nonzero().flatten().tolist()
+            k = math.ceil(round(len(cols) * retain, 6))
+            want = set()
+            for s in range(segments):
+                ranks = [r for r in range(len(cols)) if r * segments // len(cols) == s]
+                if ranks:
+                    quota = k * (ranks[-1] + 1) // len(cols) - k * ranks[0] // len(cols)
+                    members = sorted((cols[r] for r in ranks), key=lambda j: (-float(scores[b, j]), j))
+                    want |= set(members[:quota])
+            assert set(got[b].nonzero().flatten().tolist()) == want
+            assert int(got[b].sum()) == k
+        if segments == 1:
+            assert torch.equal(got, top_fraction(scores, candidates, retain))
+    with pytest.raises(ValueError, match="segments"):
+        top_fraction_by_segment(scores, candidates, 0.5, 0)

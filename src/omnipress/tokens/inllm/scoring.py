@@ -45,6 +45,43 @@ def top_fraction(scores: torch.Tensor, candidates: torch.Tensor, retain: float) 
     return keep & candidates
 
 
+def top_fraction_by_segment(
+    scores: torch.Tensor, candidates: torch.Tensor, retain: float, segments: int
+) -> torch.Tensor:
+    """Segment-wise ranking (HeadRouter spec §2.2 step 3d, the temporal-coverage idea of segment-wise pruning):
+    split each row's candidates, in order, into `segments` runs of equal length and keep the best-scored tokens of
+    every run, in proportion to its length.
+
+    Segment `s` of a row with `n` candidates holds the candidates of rank `r` with `floor(segments * r / n) = s` and
+    keeps `floor(k * e_s / n) - floor(k * b_s / n)` of them (`[b_s, e_s)` its rank range, `k = ceil(retain * n)`):
+    the quotas sum to `k` exactly. With `segments=1` this is `top_fraction`. Ties go to the earlier column.
+
+    Returns `(batch, seq)` bool, a subset of `candidates`.
+    """
+    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+        raise ValueError(f"segments must be an int >= 1, got {segments!r}")
+    k = retained_counts(candidates, retain).to(scores.device).unsqueeze(-1)  # (batch, 1)
+    n = candidates.sum(dim=-1, keepdim=True)  # (batch, 1)
+    rank = (candidates.long().cumsum(dim=-1) - 1).clamp(min=0)  # rank among the row's candidates
+    seg = torch.div(rank * segments, n.clamp(min=1), rounding_mode="floor").masked_fill(~candidates, segments)
+    # rank range [begin, end) of every column's segment, and its quota
+    index = torch.arange(segments + 1, device=scores.device)
+    bounds = torch.div(index * n + segments - 1, segments, rounding_mode="floor")  # first rank of each segment
+    begin, end = bounds.gather(1, seg.clamp(max=segments - 1)), bounds.gather(1, seg.clamp(max=segments - 1) + 1)
+    quota = torch.div(k * end, n.clamp(min=1), rounding_mode="floor") - torch.div(
+        k * begin, n.clamp(min=1), rounding_mode="floor"
+    )
+    # order by segment, then by score (descending), then by column
+    masked = scores.float().masked_fill(~candidates, float("-inf"))
+    order = masked.argsort(dim=-1, descending=True, stable=True)
+    order = order.gather(1, seg.gather(1, order).argsort(dim=-1, stable=True))
+    place = torch.empty_like(order)
+    place.scatter_(1, order, torch.arange(order.shape[-1], device=scores.device).expand_as(order))
+    starts = (seg.unsqueeze(-1) < index[:-1].view(1, 1, -1)).sum(dim=1)  # (batch, segments): columns before s
+    first = starts.gather(1, seg.clamp(max=segments - 1))
+    return candidates & (place - first < quota)
+
+
 def frame_keep(candidates: torch.Tensor, retain: float) -> torch.Tensor:
     """Uniform temporal subsampling ("Frame", AudioMarathon): of the `n` candidates of a row keep the ones at
     ranks `floor(i * n / k)`, `i = 0 .. k-1`, with `k = ceil(retain * n)`. Returns `(batch, seq)` bool."""
