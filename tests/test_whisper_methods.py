@@ -89,17 +89,52 @@ def test_every_press_evicts_cross_attention_entries_under_beam_search(whisper, n
 @pytest.mark.parametrize("name", ["adakv", "audiokv"])
 def test_head_wise_cross_attention_layers_hold_less_than_the_untouched_cache(whisper, name):
     """Cross-attention layers never grow, so their ragged capacity is rounded to small pages
-    (`kv.cross.CROSS_PAGE_SIZE`): the spare slots stay below one page per head, and the physical bytes fall below the
-    untouched 1500-entry cache even though the padding is kept."""
-    from omnipress.kv.cross import CROSS_PAGE_SIZE
+    (`kv.cross.CROSS_PAGE_SIZE`), or is one capacity for every head when that wastes at most
+    `CROSS_EQUAL_CAPACITY_SLACK` of the kept entries: the physical bytes fall below the untouched 1500-entry cache
+    even though the padding is kept."""
+    from omnipress.kv.cross import CROSS_EQUAL_CAPACITY_SLACK, CROSS_PAGE_SIZE
 
     model, inputs, _ = whisper
     _, cache = _generate(model, inputs, PRESSES[name](0.5))
     for layer in cache.cross_attention_cache.layers:
-        assert layer.page_size == CROSS_PAGE_SIZE
-        assert max(c - n for c, n in zip(layer.capacities, layer.host_lengths)) < CROSS_PAGE_SIZE
+        spare = [c - n for c, n in zip(layer.capacities, layer.host_lengths)]
+        if layer.page_size == CROSS_PAGE_SIZE:
+            assert max(spare) < CROSS_PAGE_SIZE
+        else:
+            assert layer.equal_capacity and sum(spare) <= CROSS_EQUAL_CAPACITY_SLACK * sum(layer.host_lengths)
         dense = layer.batch_size * layer.num_heads * 1500 * 2 * layer.keys.shape[-1] * layer.keys.element_size()
         assert layer.kv_bytes() < dense
+
+
+@pytest.mark.parametrize("name", ["adakv", "audiokv"])
+def test_one_capacity_layout_decodes_like_the_paged_layout(whisper, name, monkeypatch):
+    """Head-wise budgets laid out with one capacity per layer decode through the model's attention kernel with the
+    empty slots masked; the result equals the paged ragged path's (beam search included)."""
+    import omnipress.kv.cross as cross
+
+    model, inputs, _ = whisper
+    layers, heads = model.config.decoder_layers, model.config.decoder_attention_heads
+    importance = torch.rand(layers, heads, generator=torch.Generator().manual_seed(0)) ** 2
+    profile = op.HeadProfile(importance, kind="audio_heads")  # head-wise budgets for AudioKV
+    make = {"adakv": PRESSES["adakv"], "audiokv": lambda c: op.AudioKV(compression_ratio=c, profile=profile)}[name]
+    import omnipress.core.dispatch as dispatch
+
+    paged = []
+    real = dispatch.ragged_attention
+    monkeypatch.setattr(dispatch, "ragged_attention", lambda *a, **k: paged.append(1) or real(*a, **k))
+    runs = {}
+    for slack in (1.0, -1.0):  # always one capacity / never
+        monkeypatch.setattr(cross, "CROSS_EQUAL_CAPACITY_SLACK", slack)
+        paged.clear()
+        out, cache = _generate(model, inputs, make(0.5))
+        layers = cache.cross_attention_cache.layers
+        assert all(isinstance(layer, RaggedLayer) and not layer.is_uniform for layer in layers)
+        assert all(layer.equal_capacity == (slack > 0) for layer in layers)
+        assert bool(paged) == (slack < 0)  # one capacity: the model's kernel, never the paged path
+        runs[slack] = out
+    assert torch.equal(runs[1.0].sequences, runs[-1.0].sequences)
+    for a, b in zip(runs[1.0].scores, runs[-1.0].scores):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["snapkv", "adakv"])
@@ -164,3 +199,16 @@ def test_real_whisper_beam_search_under_presses():
     got = transcribe(model, processor, audio, method=press, num_beams=5, max_new_tokens=8)
     assert press.report.compressed and got.cross_kv_bytes < full.cross_kv_bytes
     assert word_error_rate([item.text], [got.text]).wer == 0.0, got.text
+
+
+def test_cross_page_size_picks_one_capacity_only_when_it_wastes_little():
+    from omnipress.kv.budgets import RaggedIndices
+    from omnipress.kv.cross import CROSS_PAGE_SIZE, cross_page_size
+
+    def keep(lengths):
+        lengths = torch.tensor([lengths])
+        return RaggedIndices(torch.zeros(int(lengths.sum()), dtype=torch.long), lengths)
+
+    assert cross_page_size(keep([1400, 1410, 1420])) == 1424  # 54 empty slots for 4230 entries: one capacity
+    assert cross_page_size(keep([700, 1000, 1300])) == CROSS_PAGE_SIZE  # 900 empty slots: paged
+    assert cross_page_size(torch.zeros(1, 3, 5, dtype=torch.long)) == CROSS_PAGE_SIZE  # uniform: a dense view anyway

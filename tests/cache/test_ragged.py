@@ -68,6 +68,25 @@ def test_uniform_layer_is_a_view_of_its_buffers():
     assert layer.kv_bytes() == layer.kept_bytes() == 2 * 2 * 3 * 3 * 4 * 4
 
 
+def test_one_capacity_layer_is_a_masked_view_of_its_buffers():
+    k, v = dense()  # (2, 3, seq, dim)
+    keep = [torch.tensor(list(range(n))) for n in (1, 2, 3, 3, 2, 1)]
+    layer = RaggedLayer.from_dense(k, v, keep, page_size=4)  # every segment: one 4-slot page
+    assert layer.equal_capacity and not layer.is_uniform
+    vk, vv, filled = layer.capacity_view()
+    assert vk.shape[:3] == (2, 3, 4) and vk.untyped_storage().data_ptr() == layer.keys.untyped_storage().data_ptr()
+    assert filled.sum(-1).flatten().tolist() == [1, 2, 3, 3, 2, 1]
+    assert torch.equal(vk[filled], torch.cat([k[b, h, :n] for (b, h), n in zip(HEADS, [1, 2, 3, 3, 2, 1])]))
+    assert torch.equal(vv[filled], torch.cat([v[b, h, :n] for (b, h), n in zip(HEADS, [1, 2, 3, 3, 2, 1])]))
+    ragged = RaggedLayer.from_dense(k, v, keep, page_size=2)
+    assert not ragged.equal_capacity
+    with pytest.raises(ValueError, match="same capacity"):
+        ragged.capacity_view()
+
+
+HEADS = [(b, h) for b in range(2) for h in range(3)]
+
+
 def test_key_mask_drops_left_padding():
     k, v = dense(bsz=2, heads=2, seq=6)
     mask = torch.tensor([[True] * 6, [False, False, True, True, True, True]]).unsqueeze(1)

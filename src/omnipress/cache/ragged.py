@@ -138,7 +138,8 @@ class RaggedLayer(CacheLayerMixin):
         self._max_length = max(lengths, default=0)
         first_c = capacities[0] if capacities else 0
         same_length = all(n == lengths[0] for n in lengths)
-        self._uniform = same_length and all(c == first_c for c in capacities)
+        self._equal_capacity = all(c == first_c for c in capacities)
+        self._uniform = same_length and self._equal_capacity
         self._attention_meta: dict[str, Any] = {}
 
     @property
@@ -163,6 +164,11 @@ class RaggedLayer(CacheLayerMixin):
     def is_uniform(self) -> bool:
         """Every segment has the same length and capacity: `dense()` is a view of the buffers."""
         return self._uniform
+
+    @property
+    def equal_capacity(self) -> bool:
+        """Every segment has the same capacity: `capacity_view()` reads the buffers as one dense tensor."""
+        return self._equal_capacity
 
     @property
     def kept_per_head(self) -> list[int]:
@@ -387,6 +393,16 @@ class RaggedLayer(CacheLayerMixin):
             self.keys.view(*shape, -1)[:, :, :n],
             self.values.view(*shape, -1)[:, :, :n],
         )
+
+    def capacity_view(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(batch, kv_heads, capacity, dim)` views of keys and values with the `(batch, kv_heads, capacity)` bool
+        mask of the slots holding entries; only when every segment has the same capacity (no copy)."""
+        if not self._equal_capacity:
+            raise ValueError("capacity_view() needs the same capacity in every segment")
+        cap = self._capacities[0] if self._capacities else 0
+        shape = (self.batch_size, self.num_heads, cap)
+        filled = torch.arange(cap, device=self.device) < self.lengths.view(*shape[:2], 1)
+        return self.keys.view(*shape, -1), self.values.view(*shape, -1), filled
 
     def dense_positions(self) -> torch.Tensor:
         """`(batch, kv_heads, length)` view of the stored columns; only for uniform layers."""

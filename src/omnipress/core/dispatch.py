@@ -94,7 +94,8 @@ def attend_ragged(
     """Exact attention of `query` over a ragged layer that already holds the new tokens.
 
     A uniform layer under sdpa/eager runs the model's own kernel on a dense view of the buffers (so a layer that
-    keeps everything is bit-identical to the untouched model); everything else goes through
+    keeps everything is bit-identical to the untouched model), and so does a non-causal (cross-attention) layer
+    whose segments share one capacity, its empty slots masked; everything else goes through
     `omnipress.cache.attention.ragged_attention` (one call per layer).
     """
     for name in _UNSUPPORTED_ON_RAGGED:
@@ -118,6 +119,20 @@ def attend_ragged(
                 mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
                     ~mask, torch.finfo(query.dtype).min
                 )
+        forwarded = {k: v for k, v in kwargs.items() if k not in ("scaling", "dropout", "is_causal", "sliding_window")}
+        return base_attention(module)(
+            module, query, keys, values, mask, scaling=scaling, dropout=0.0, is_causal=False, **forwarded
+        )
+    if not causal and layer.equal_capacity and sliding_window is None and base in ("sdpa", "eager"):
+        # a compressed cross-attention layer laid out with one capacity: the model's kernel on the buffers, with
+        # the empty slots masked (one fused call instead of the paged path's per-page work)
+        keys, values, filled = layer.capacity_view()
+        groups = query.shape[1] // layer.num_heads
+        mask = filled.repeat_interleave(groups, dim=1).unsqueeze(2)  # (batch, q_heads, 1, capacity)
+        if base == "eager":
+            mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+                ~mask, torch.finfo(query.dtype).min
+            )
         forwarded = {k: v for k, v in kwargs.items() if k not in ("scaling", "dropout", "is_causal", "sliding_window")}
         return base_attention(module)(
             module, query, keys, values, mask, scaling=scaling, dropout=0.0, is_causal=False, **forwarded

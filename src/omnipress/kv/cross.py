@@ -37,6 +37,14 @@ from .scoring import reduce_gqa
 #: under 1% and decode as fast on the paged CPU path (measured on Whisper tiny.en; 4-entry pages were slower).
 CROSS_PAGE_SIZE = 16
 
+#: Head-wise budgets give per-head lengths that differ by a few entries next to the ~1,400 padding entries every
+#: head keeps. Where ragged attention would take the paged PyTorch path (not CUDA half precision, where the varlen
+#: kernel reads ragged layers at full speed) and one capacity for every segment (the longest, rounded to
+#: `CROSS_PAGE_SIZE`) costs at most this share of the kept entries in empty slots, the layer is laid out that way
+#: and decodes through the model's own attention kernel with the empty slots masked. Trade-off measured on Whisper
+#: tiny.en (CPU, short clip, AudioKV 0.4): about 23% less time per token for about 1.6% more cross-attention bytes.
+CROSS_EQUAL_CAPACITY_SLACK = 0.05
+
 
 @dataclass
 class CrossLayerInputs(LayerInputs):
@@ -64,6 +72,17 @@ def cross_attention_scores(
         mask = key_mask.expand(keys.shape[0], kv_heads, -1).repeat_interleave(q_heads // kv_heads, dim=1)
         logits = logits.masked_fill(~mask.unsqueeze(2), float("-inf"))
     return reduce_gqa(logits.softmax(-1).mean(2), kv_heads)
+
+
+def cross_page_size(keep: Any) -> int:
+    """Page size of a compressed cross-attention layer attended by the paged path: `CROSS_PAGE_SIZE`, or one page per
+    segment (equal capacities) when that wastes at most `CROSS_EQUAL_CAPACITY_SLACK` of the kept entries."""
+    lengths = keep.lengths.reshape(-1).tolist() if hasattr(keep, "lengths") else None
+    if not lengths:  # a tensor of kept positions: every head keeps the same count (a uniform layer)
+        return CROSS_PAGE_SIZE
+    longest = -(-max(lengths) // CROSS_PAGE_SIZE) * CROSS_PAGE_SIZE
+    slack = longest * len(lengths) - sum(lengths)
+    return longest if slack <= CROSS_EQUAL_CAPACITY_SLACK * sum(lengths) else CROSS_PAGE_SIZE
 
 
 def feature_audio_frames(input_features: torch.Tensor) -> list[int]:
@@ -238,7 +257,9 @@ class CrossAttentionPressListener(Listener):
         )
         with torch.no_grad():
             keep = self.press.keep_indices(inputs)
-            ragged = RaggedLayer.from_dense(key, value, keep, page_size=CROSS_PAGE_SIZE)
+            varlen = key.is_cuda and key.dtype in (torch.float16, torch.bfloat16)
+            page = CROSS_PAGE_SIZE if varlen else cross_page_size(keep)
+            ragged = RaggedLayer.from_dense(key, value, keep, page_size=page)
         session.replace_layer(module, ragged)
         report.layers.append(
             LayerStats(
