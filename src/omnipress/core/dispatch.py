@@ -88,6 +88,28 @@ def tail_causal_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Ten
     return cols <= rows + (kv_len - q_len)
 
 
+def _model_kernel(
+    module: nn.Module,
+    base: str,
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float | None,
+    kwargs: dict[str, Any],
+) -> tuple[torch.Tensor, Any]:
+    """The model's own sdpa/eager attention over dense key/value views, with a bool `mask` (True = attend; eager
+    gets it as an additive mask)."""
+    if mask is not None and base == "eager":
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+            ~mask, torch.finfo(query.dtype).min
+        )
+    forwarded = {k: v for k, v in kwargs.items() if k not in ("scaling", "dropout", "is_causal", "sliding_window")}
+    return base_attention(module)(
+        module, query, keys, values, mask, scaling=scaling, dropout=0.0, is_causal=False, **forwarded
+    )
+
+
 def attend_ragged(
     module: nn.Module, query: torch.Tensor, layer: RaggedLayer, kwargs: dict[str, Any], *, causal: bool = True
 ) -> tuple[torch.Tensor, None]:
@@ -109,33 +131,20 @@ def attend_ragged(
     sliding_window = kwargs.get("sliding_window")
     scaling = kwargs.get("scaling")
     base = base_name(module)
-    if layer.is_uniform and sliding_window is None and base in ("sdpa", "eager"):
-        keys, values = layer.dense()  # (batch, kv_heads, seq, dim) views, no copy
-        q_len = query.shape[2]
-        mask = None
-        if causal and q_len > 1:
-            mask = tail_causal_mask(q_len, keys.shape[2], query.device)[None, None]
-            if base == "eager":
-                mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
-                    ~mask, torch.finfo(query.dtype).min
-                )
-        forwarded = {k: v for k, v in kwargs.items() if k not in ("scaling", "dropout", "is_causal", "sliding_window")}
-        return base_attention(module)(
-            module, query, keys, values, mask, scaling=scaling, dropout=0.0, is_causal=False, **forwarded
-        )
-    if not causal and layer.equal_capacity and sliding_window is None and base in ("sdpa", "eager"):
-        # a compressed cross-attention layer laid out with one capacity: the model's kernel on the buffers, with
-        # the empty slots masked (one fused call instead of the paged path's per-page work)
-        keys, values, filled = layer.capacity_view()
-        groups = query.shape[1] // layer.num_heads
-        mask = filled.repeat_interleave(groups, dim=1).unsqueeze(2)  # (batch, q_heads, 1, capacity)
-        if base == "eager":
-            mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
-                ~mask, torch.finfo(query.dtype).min
-            )
-        forwarded = {k: v for k, v in kwargs.items() if k not in ("scaling", "dropout", "is_causal", "sliding_window")}
-        return base_attention(module)(
-            module, query, keys, values, mask, scaling=scaling, dropout=0.0, is_causal=False, **forwarded
-        )
+    if sliding_window is None and base in ("sdpa", "eager"):
+        mask: torch.Tensor | None = None
+        if layer.is_uniform:
+            keys, values = layer.dense()  # (batch, kv_heads, seq, dim) views, no copy
+            q_len = query.shape[2]
+            if causal and q_len > 1:
+                mask = tail_causal_mask(q_len, keys.shape[2], query.device)[None, None]
+            return _model_kernel(module, base, query, keys, values, mask, scaling, kwargs)
+        if not causal and layer.equal_capacity:
+            # a compressed cross-attention layer laid out with one capacity: the model's kernel on the buffers, with
+            # the empty slots masked (one fused call instead of the paged path's per-page work)
+            keys, values, filled = layer.capacity_view()
+            groups = query.shape[1] // layer.num_heads
+            mask = filled.repeat_interleave(groups, dim=1).unsqueeze(2)  # (batch, q_heads, 1, capacity)
+            return _model_kernel(module, base, query, keys, values, mask, scaling, kwargs)
     out = ragged_attention(query, layer, scaling=scaling, causal=causal, sliding_window=sliding_window)
     return out, None
