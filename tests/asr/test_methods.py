@@ -93,3 +93,15 @@ def test_an_unavailable_method_is_a_clear_error(monkeypatch):
     spec = parse_method_spec("ghost:0.4")
     with pytest.raises(MethodUnavailableError, match=r"'ghost'.*not available"):
         build_method(spec)
+
+
+def test_summary_table_columns_stay_aligned_with_long_labels():
+    from omnipress.asr.evaluate import MethodSummary, summary_table
+
+    rows = [
+        MethodSummary("full", 2, 0.2, 16.9, 17.72 * 2**20, 17.58 * 2**20),
+        MethodSummary("headrouter[debias=detrend;segments=8]:0.7", 2, 0.5, 16.6, 17.5 * 2**20, 17.3 * 2**20),
+    ]
+    lines = summary_table(rows).splitlines()
+    assert len({len(line) for line in lines}) == 1  # header, rule and rows equally wide
+    assert lines[3].startswith("headrouter[debias=detrend;segments=8]:0.7 ") and lines[2].split()[1] == "20.00"

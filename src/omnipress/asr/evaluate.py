@@ -115,12 +115,14 @@ def summarize(label: str, rows: Sequence[dict[str, Any]]) -> MethodSummary:
 
 
 def summary_table(summaries: Sequence[MethodSummary]) -> str:
-    """A fixed-width table: method, WER %, decode ms/token, KV MiB (mean), utterances."""
-    header = f"{'method':<18} {'WER %':>7} {'decode ms/token':>16} {'KV MiB':>8} {'cross KV MiB':>13} {'utts':>5}"
+    """A fixed-width table: method, WER %, decode ms/token, KV MiB (mean), utterances (the method column as wide as
+    the longest label, knobs included)."""
+    width = max([18, *(len(s.method) for s in summaries)])
+    header = f"{'method':<{width}} {'WER %':>7} {'decode ms/token':>16} {'KV MiB':>8} {'cross KV MiB':>13} {'utts':>5}"
     lines = [header, "-" * len(header)]
     for s in summaries:
         lines.append(
-            f"{s.method:<18} {100 * s.wer:>7.2f} {s.decode_ms_per_token:>16.2f} {s.kv_bytes / 2**20:>8.2f} "
+            f"{s.method:<{width}} {100 * s.wer:>7.2f} {s.decode_ms_per_token:>16.2f} {s.kv_bytes / 2**20:>8.2f} "
             f"{s.cross_kv_bytes / 2**20:>13.2f} {s.utterances:>5}"
         )
     return "\n".join(lines)
