@@ -50,3 +50,47 @@ def test_decode_steps_of_a_compressed_model_do_not_sync():
                 token = logits[:, -1:].argmax(-1)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def whisper_case(device: str, dtype: torch.dtype):
+    """A tiny Whisper on `device`/`dtype` under AudioKV with a head profile (head-wise budgets), 5 beams: the
+    compressed cross-attention layers and the scores of the default backend and of the paged PyTorch path."""
+    from omnipress.testing import real_speech, whisper_inputs
+
+    model = tiny_model("whisper").to(device, dtype)
+    inputs = whisper_inputs(model, [real_speech()])
+    inputs = {
+        "input_features": inputs["input_features"].to(device, dtype),
+        "attention_mask": inputs["attention_mask"].to(device),
+    }
+    cfg = model.config
+    importance = torch.rand(cfg.decoder_layers, cfg.decoder_attention_heads, generator=torch.Generator().manual_seed(0))
+    press = op.AudioKV(compression_ratio=0.5, profile=op.HeadProfile(importance**2, kind="audio_heads"))
+    kwargs = {"num_beams": 5, "max_new_tokens": 4, "do_sample": False, "language": "en", "output_scores": True}
+    caches = []
+
+    def grab(module, args, kw):  # the decoder's cache as generation uses it
+        caches.append(kw.get("cache", kw.get("past_key_values")))
+
+    handle = model.model.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad(), press(model):
+            fast = model.generate(**inputs, return_dict_in_generate=True, **kwargs)
+            cross = caches[-1].cross_attention_cache.layers
+            with use_backend("torch"):
+                slow = model.generate(**inputs, return_dict_in_generate=True, **kwargs)
+    finally:
+        handle.remove()
+    return cross, fast, slow
+
+
+def test_whisper_cross_attention_press_on_cuda_reads_paged_layers_through_varlen():
+    from omnipress.kv.cross import CROSS_PAGE_SIZE
+
+    cross, fast, slow = whisper_case("cuda", torch.bfloat16)
+    # CUDA half precision: head-wise layers stay paged (exact bytes); varlen reads them at full speed
+    assert all(isinstance(layer, RaggedLayer) and layer.page_size == CROSS_PAGE_SIZE for layer in cross)
+    assert any(not layer.is_uniform for layer in cross)
+    assert torch.equal(fast.sequences, slow.sequences)
+    for a, b in zip(fast.scores, slow.scores):
+        torch.testing.assert_close(a.float(), b.float(), atol=5e-2, rtol=5e-2)
