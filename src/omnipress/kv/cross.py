@@ -11,6 +11,10 @@ Compression counts the positions that hold audio: a clip of `n` samples fills `c
 positions, read from the feature extractor's frame `attention_mask` when the encoder gets it, else from the
 log-mel floor Whisper pads with (`feature_audio_frames`).
 The padding positions after the audio are kept (`whisper_padding="keep"`) or dropped (`"drop"`).
+
+With an in-LLM audio pruner on the same model (HeadRouter, FastV, ...), the cross-attention layers from its layer K
+on already hold only the encoder states it kept (a uniform `RaggedLayer`); the press compresses those, its budget
+still counted on the clip's audio positions, so it keeps the smaller of its budget and what the pruner left.
 """
 
 from __future__ import annotations
@@ -204,6 +208,24 @@ class CrossAttentionPressListener(Listener):
         )
         return pending
 
+    def _pruned_plan(self, plan: dict[str, Any], columns: torch.Tensor) -> dict[str, Any]:
+        """The masks, spans and budgets of a layer whose encoder states an in-LLM pruner cut to `columns` `(B, k)`
+        (ascending, the audio first): the press keeps at most its own budget of the clip's audio, never more than
+        the pruner left."""
+        positions = torch.tensor(plan["positions"], device=columns.device).unsqueeze(1)
+        audio = columns < positions  # (B, k)
+        drop = getattr(self.press, "whisper_padding", "keep") == "drop"
+        valid = audio if drop else torch.ones_like(audio)
+        kept_audio = audio.sum(-1).tolist()
+        k = columns.shape[-1]
+        return {
+            "valid": valid.unsqueeze(1),
+            "candidates": audio.unsqueeze(1),
+            "protected": (valid & ~audio).unsqueeze(1),
+            "spans": [ModalitySpans(k, [Span("audio", 0, n)] if n else []) for n in kept_audio],
+            "row_tokens": valid.sum(-1).tolist(),
+        }
+
     def after_attention(
         self,
         session: ModelSession,
@@ -221,9 +243,15 @@ class CrossAttentionPressListener(Listener):
         plan = self.pending if self.pending["report"] is not None else self._plan(key)
         plan["done"].add(idx)
         report: CompressionReport = plan["report"]
+        columns = None
+        if isinstance(layer, RaggedLayer) and layer.is_uniform and layer.max_length < key.shape[2]:
+            # an in-LLM pruner (HeadRouter, FastV, ...) kept these encoder states for layers >= K: compress them
+            key, value = layer.dense()
+            columns = layer.dense_positions()[:, :1]  # (B, 1, k): the pruner keeps the same states in every head
+            plan = {**plan, **self._pruned_plan(plan, columns[:, 0])}
         heads = key.shape[1]
         entry_bytes = key.shape[-1] * key.element_size() + value.shape[-1] * value.element_size()
-        real = sum(report.row_tokens) * heads
+        real = sum(plan.get("row_tokens", report.row_tokens)) * heads
         if not plan["compress"]:
             report.layers.append(
                 LayerStats(
@@ -259,7 +287,14 @@ class CrossAttentionPressListener(Listener):
             keep = self.press.keep_indices(inputs)
             varlen = key.is_cuda and key.dtype in (torch.float16, torch.bfloat16)
             page = CROSS_PAGE_SIZE if varlen else cross_page_size(keep)
-            ragged = RaggedLayer.from_dense(key, value, keep, page_size=page)
+            ragged = RaggedLayer.from_dense(
+                key,
+                value,
+                keep,
+                positions=columns,
+                logical_length=None if columns is None else layer.logical_length,
+                page_size=page,
+            )
         session.replace_layer(module, ragged)
         report.layers.append(
             LayerStats(

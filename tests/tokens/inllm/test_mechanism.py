@@ -371,6 +371,67 @@ def test_whisper_cross_cache_layers_shrink(whisper):
     assert kept < 1500
 
 
+def _whisper_generate(model, gen, *methods):
+    caches = []
+
+    def grab(module, args, kw):
+        caches.append(kw.get("cache", kw.get("past_key_values")))
+
+    handle = model.model.decoder.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad(), op.compose(*methods)(model):
+            out = model.generate(**gen, return_dict_in_generate=True, output_scores=True)
+    finally:
+        handle.remove()
+    return out, caches[-1].cross_attention_cache.layers
+
+
+def test_whisper_pruner_and_kv_press_compose(whisper):
+    """On Whisper an in-LLM pruner and a KV press run together: layers < K hold the press's selection over every
+    encoder state, layers >= K the press's selection among the states the pruner kept (its budget still counts the
+    clip's audio), and each alone is recovered when the other keeps everything."""
+    inputs = whisper_inputs(whisper, [real_speech("harvard_01")])
+    gen = {
+        "input_features": inputs["input_features"],
+        "attention_mask": inputs["attention_mask"],
+        "language": "en",
+        "max_new_tokens": 3,
+        "num_beams": 3,
+    }
+    n_audio = op.get_adapter(whisper).audio_encoder_positions(feature_attention_mask=inputs["attention_mask"])[0]
+    for make_press in (lambda c: op.SnapKV(compression_ratio=c), lambda c: op.AudioKV(compression_ratio=c)):
+        pruner, press = op.HeadRouter(retain=0.6, layer=2, debias="detrend"), make_press(0.5)
+        both, layers = _whisper_generate(whisper, gen, pruner, press)
+        assert both.sequences.shape[0] == 1 and len(both.scores) == 3  # 3 beams decoded 3 tokens
+        kept = pruner.report.keep[0]  # (1500,) the pruner's states for layers >= 2, padding included
+        alone_press, alone_layers = _whisper_generate(whisper, gen, make_press(0.5))
+        budget = int(n_audio * 0.5)
+        for idx, layer in enumerate(layers):
+            for head, columns in enumerate(layer.head_positions()):
+                audio = columns[columns < n_audio]
+                assert len(audio) == min(budget, int(kept[:n_audio].sum()))
+                assert bool((columns[len(audio) :] == torch.arange(n_audio, 1500)).all())  # the padding, whole
+                if idx >= 2:
+                    assert bool(kept[audio].all())  # among the states the pruner kept
+                else:
+                    assert torch.equal(columns, alone_layers[idx].head_positions()[head])
+        assert press.report.compressed and [s.layer for s in press.report.layers] == [0, 1, 2]
+        # each alone when the other keeps everything
+        keep_all, _ = _whisper_generate(
+            whisper, gen, op.HeadRouter(retain=1.0, layer=2, debias="detrend"), make_press(0.5)
+        )
+        assert torch.equal(keep_all.sequences, alone_press.sequences)
+        for a, b in zip(keep_all.scores, alone_press.scores):
+            assert torch.equal(a, b)
+        pruner_alone, _ = _whisper_generate(whisper, gen, op.HeadRouter(retain=0.6, layer=2, debias="detrend"))
+        no_press, _ = _whisper_generate(
+            whisper, gen, op.HeadRouter(retain=0.6, layer=2, debias="detrend"), make_press(0.0)
+        )
+        assert torch.equal(no_press.sequences, pruner_alone.sequences)
+        for a, b in zip(no_press.scores, pruner_alone.scores):
+            assert torch.equal(a, b)
+
+
 def test_decode_steps_never_read_the_device_on_the_host(audio_model):
     from ...sync_guard import no_host_sync
 

@@ -7,7 +7,8 @@ past the audio, Whisper's 30 s padding, are never candidates: `whisper_padding` 
 feature extractor's `attention_mask` among the inputs every position counts as audio), and, before
 the cross-attention of every layer from K on, replaces that layer's cross-attention cache by a `RaggedLayer` of
 the kept positions. The prefill and every decoding step of those layers then attend over the kept states only
-(layers < K over all of them); beam search reorders the ragged layers like any cache layer.
+(layers < K over all of them); beam search reorders the ragged layers like any cache layer. A KV press on the same
+model then compresses each pruned layer among the kept states (`omnipress.kv.cross`).
 """
 
 from __future__ import annotations
@@ -52,11 +53,6 @@ class CrossAttentionPruning(Listener):
         self._state = None
         if call.past_length != 0:
             return
-        if any(m.stage == "kv" for m in session.methods):
-            raise ValueError(
-                f"{self.method.name} prunes the cross-attention states and cannot run with a KV press on the same "
-                "model; apply one of them"
-            )
         mask = (session.inputs or {}).get("attention_mask")
         positions = None
         if (
