@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..profiles import HeadProfile
-from .base import BudgetConfig, DecodingConfig, KVPress, LayerInputs, ScorerPress, select_tokens
+from .base import BudgetConfig, DecodingConfig, KVPress, LayerInputs, ScorerPress
 from .budgets import adakv_capacities
 from .scoring import pool1d, snapkv_scores
 from .snapkv import SnapKV
@@ -259,31 +259,20 @@ class AudioKV(ScorerPress):
                 protected=layer.protected | moved,
                 capacity=(layer.capacity - moved.sum((-1, -2))).clamp_min(0),
             )
-        scores = self.score(layer)
-        bsz, heads, _ = scores.shape
-        n_cand = layer.candidate_count().expand(bsz, heads)
-        caps = torch.minimum(self.capacities(layer, scores).clamp_min(0), n_cand)
-        ranks = self.rank(layer, scores).float().masked_fill(~layer.candidates, float("-inf"))
-        if self.coverage > 0:
-            ranks = self.cover(layer, ranks, caps, n_cand)
-        protected = layer.protected.expand(bsz, heads, -1)
-        if layer.groups is not None:  # duplicated rows (beams) take their representative's selection
-            ranks, caps, protected = ranks[layer.groups], caps[layer.groups], protected[layer.groups]
-        return select_tokens(ranks, caps, protected)
+        return super().keep_indices(layer)
 
-    def cover(self, layer: LayerInputs, ranks: torch.Tensor, caps: torch.Tensor, n_cand: torch.Tensor) -> torch.Tensor:
-        """Raise the ranks of `coverage` of each head's audio budget, spread evenly over the row's audio positions
-        (`spectral.even_positions`), above every score: they are kept whatever the scores say."""
-        if layer.spans is None:
+    def prioritize(self, layer: LayerInputs, ranks: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
+        """Temporal coverage: raise the ranks of `coverage` of each head's audio budget, spread evenly over the row's
+        audio positions (`spectral.even_positions`), above every score: they are kept whatever the scores say."""
+        if self.coverage == 0 or layer.spans is None:
             return ranks
         n = ranks.shape[-1]
-        audio = torch.zeros(len(layer.spans), 1, n, dtype=torch.bool)
-        for row, row_spans in enumerate(layer.spans):
-            for span in row_spans.of("audio"):
-                audio[row, 0, span.start : min(span.end, n)] = True
+        masks = [spans.mask("audio")[:n] for spans in layer.spans]
+        audio = torch.stack([torch.nn.functional.pad(m, (0, n - m.numel())) for m in masks]).unsqueeze(1)
         audio = audio.to(ranks.device) & layer.candidates
-        share = audio.sum(-1).float() / n_cand.clamp_min(1).float()  # audio's share of the candidates, (batch, heads)
-        counts = (self.coverage * caps.float() * share).round().long()
+        n_cand = layer.candidate_count().expand_as(capacities).clamp_min(1)
+        share = audio.sum(-1).float() / n_cand.float()  # audio's share of the candidates, (batch, heads)
+        counts = (self.coverage * capacities.float() * share).round().long()
         chosen = even_positions(audio.expand_as(ranks), counts)
         return ranks.masked_fill(chosen, torch.finfo(ranks.dtype).max)
 

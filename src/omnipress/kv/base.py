@@ -226,6 +226,11 @@ class KVPress(Method):
         """Ranking used to pick tokens inside each head's capacity. Default: the scores themselves."""
         return scores
 
+    def prioritize(self, layer: LayerInputs, ranks: torch.Tensor, capacities: torch.Tensor) -> torch.Tensor:
+        """Last say over the `(batch, kv_heads, N)` ranks once each head's capacity is known (AudioKV's temporal
+        coverage). Default: unchanged."""
+        return ranks
+
     def keep_indices(self, layer: LayerInputs) -> torch.Tensor | RaggedIndices:
         """Positions kept per head, ascending: a `(batch, kv_heads, k)` tensor when every head keeps `k` entries,
         else `RaggedIndices` (flat positions plus per-head lengths)."""
@@ -234,6 +239,7 @@ class KVPress(Method):
         n_cand = layer.candidate_count().expand(bsz, heads)
         caps = torch.minimum(self.capacities(layer, scores).clamp_min(0), n_cand)
         ranks = self.rank(layer, scores).float().masked_fill(~layer.candidates, float("-inf"))
+        ranks = self.prioritize(layer, ranks, caps)
         protected = layer.protected.expand(bsz, heads, -1)
         if layer.groups is not None:  # duplicated rows (beams) take their representative's selection
             ranks, caps, protected = ranks[layer.groups], caps[layer.groups], protected[layer.groups]

@@ -170,9 +170,8 @@ class CrossAttentionPressListener(Listener):
         positions = [min(p, n) for p in positions]
         cfg = self.press.budget_config
         drop = getattr(self.press, "whisper_padding", "keep") == "drop"
-        columns = torch.arange(n, device=device)
-        audio = columns.unsqueeze(0) < torch.tensor(positions, device=device).unsqueeze(1)  # (B, N)
-        valid = audio if drop else torch.ones_like(audio)
+        masks = self._layer_masks(positions, torch.arange(n, device=device).expand(bsz, n))
+        audio, valid = masks["candidates"][:, 0], masks["valid"][:, 0]
         if cfg.budget is not None:
             capacity = [min(cfg.budget, p) for p in positions]
         else:
@@ -186,7 +185,7 @@ class CrossAttentionPressListener(Listener):
             num_kv_heads=heads,
             prompt_tokens=int(valid.sum()),
             modality_tokens={"audio": sum(positions), "padding": int(valid.sum()) - sum(positions)},
-            row_tokens=valid.sum(-1).tolist(),
+            row_tokens=masks["row_tokens"],
             note=note,
         )
         if not compress:
@@ -197,23 +196,19 @@ class CrossAttentionPressListener(Listener):
                 raise ValueError(message)
             report.note = "; ".join(filter(None, [note, message]))
         pending.update(
+            masks,
             positions=positions,
-            valid=valid.unsqueeze(1),
-            candidates=audio.unsqueeze(1),
-            protected=(valid & ~audio).unsqueeze(1),
             capacity=torch.tensor(capacity, device=device),
             compress=compress,
             report=report,
-            spans=[ModalitySpans(n, [Span("audio", 0, p)] if p else []) for p in positions],
         )
         return pending
 
-    def _pruned_plan(self, plan: dict[str, Any], columns: torch.Tensor) -> dict[str, Any]:
-        """The masks, spans and budgets of a layer whose encoder states an in-LLM pruner cut to `columns` `(B, k)`
-        (ascending, the audio first): the press keeps at most its own budget of the clip's audio, never more than
-        the pruner left."""
-        positions = torch.tensor(plan["positions"], device=columns.device).unsqueeze(1)
-        audio = columns < positions  # (B, k)
+    def _layer_masks(self, positions: list[int], columns: torch.Tensor) -> dict[str, Any]:
+        """Masks and spans of a layer holding the encoder states `columns` `(B, k)` (ascending, so the audio comes
+        first): all 1500 of them, or those an in-LLM pruner kept from its layer K on (the press's budget still counts
+        the clip's audio, so it keeps at most that, never more than the pruner left)."""
+        audio = columns < torch.tensor(positions, device=columns.device).unsqueeze(1)  # (B, k)
         drop = getattr(self.press, "whisper_padding", "keep") == "drop"
         valid = audio if drop else torch.ones_like(audio)
         kept_audio = audio.sum(-1).tolist()
@@ -248,16 +243,16 @@ class CrossAttentionPressListener(Listener):
             # an in-LLM pruner (HeadRouter, FastV, ...) kept these encoder states for layers >= K: compress them
             key, value = layer.dense()
             columns = layer.dense_positions()[:, :1]  # (B, 1, k): the pruner keeps the same states in every head
-            plan = {**plan, **self._pruned_plan(plan, columns[:, 0])}
+            plan = {**plan, **self._layer_masks(plan["positions"], columns[:, 0])}
         heads = key.shape[1]
         entry_bytes = key.shape[-1] * key.element_size() + value.shape[-1] * value.element_size()
-        real = sum(plan.get("row_tokens", report.row_tokens)) * heads
+        real = sum(plan["row_tokens"]) * heads
         if not plan["compress"]:
             report.layers.append(
                 LayerStats(
                     idx,
                     real,
-                    [n for n in report.row_tokens for _ in range(heads)],
+                    [n for n in plan["row_tokens"] for _ in range(heads)],
                     real * entry_bytes,
                     key.numel() * key.element_size() + value.numel() * value.element_size(),
                     kept_bytes=real * entry_bytes,
